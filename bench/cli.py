@@ -1,0 +1,187 @@
+"""The ``bench`` command line: it parses, calls the library, and prints.
+
+Errors a user can cause are :class:`~bench.errors.BenchError`; each command prints their message (no
+traceback) and exits with their code (2 for bad input).
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from bench.errors import BenchError
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Benchmark whether a GPU+FPGA system makes long-context LLM inference faster and cheaper in energy "
+         "than a GPU alone (He, Ma, Sun, Cong, arXiv 2603.29002).",
+)
+out = Console()
+err = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+RESULTS = Path("results")
+
+
+def _errors(fn: F) -> F:
+    """Print a BenchError's message (no traceback) and exit with its code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except BenchError as exc:
+            err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            err.print("interrupted: every record written so far is kept; finish with 'bench run SUITE --resume RUN'")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+class _RichReporter:
+    """Draws the runner's progress as a Rich progress bar with an ETA."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.task = progress.add_task("starting", total=None)
+
+    def start(self, total: int) -> None:
+        self.progress.update(self.task, total=total)
+
+    def advance(self, description: str) -> None:
+        self.progress.update(self.task, description=description)
+        self.progress.advance(self.task)
+
+    def note(self, message: str) -> None:
+        self.progress.console.print(message, markup=False, highlight=False)
+
+
+@app.command()
+@_errors
+def run(
+    suite: Annotated[Path, typer.Argument(help="suite YAML file, e.g. suites/quickstart.yaml")],
+    out_dir: Annotated[Path, typer.Option("--out", help="results root; the run goes to OUT/<suite>/<run-id>")] = RESULTS,
+    resume: Annotated[str | None, typer.Option("--resume", help="complete an interrupted run (directory or id)")] = None,
+) -> None:
+    """Run a suite: every case on every placement, recording latency, tokens/s and energy per token."""
+    from bench.runner import Runner
+    from bench.store import resolve_run
+    from bench.suite import load_suite
+
+    s = load_suite(suite)
+    previous = resolve_run(resume, out_dir) if resume else None
+    if previous is not None and previous.meta().get("suite_text") != s.text:
+        raise BenchError(f"{previous.path} was run from a different version of {suite}; start a new run instead")
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    with Progress(*columns, console=err, transient=False) as progress:
+        runner = Runner(s, out_dir, _RichReporter(progress), resume=previous)
+        result = runner.run()
+    out.print(f"run written to {result.path}", markup=False, highlight=False)
+    if runner.failed:
+        err.print(f"{runner.failed} case(s) failed; see the 'failed' records in {result.records_path}", markup=False)
+        raise typer.Exit(1)
+
+
+@app.command()
+@_errors
+def validate(suite: Annotated[Path, typer.Argument(help="suite YAML file to check")]) -> None:
+    """Check a suite without running it (exit code 2 and the file, line and field if it is invalid)."""
+    from bench.suite import load_suite
+
+    s = load_suite(suite)
+    cases = s.cases()
+    out.print(f"{suite}: valid: {len(cases)} case(s) x {len(s.placements)} placement(s) "
+              f"({', '.join(s.placements)}), {s.measure.trials} trial(s) each", markup=False, highlight=False)
+
+
+@app.command()
+@_errors
+def compare(
+    baseline: Annotated[str, typer.Argument(help="reference placement, e.g. baseline")],
+    other: Annotated[str, typer.Argument(help="compared placement, e.g. hetero")],
+    run_dir: Annotated[str | None, typer.Option("--run", help="run directory or id (default: the latest run)")] = None,
+    results: Annotated[Path, typer.Option("--results", help="results root to search")] = RESULTS,
+    markdown: Annotated[bool, typer.Option("--markdown", help="print a Markdown table")] = False,
+) -> None:
+    """Print speedup and energy reduction of OTHER over BASELINE per case, with 95% intervals."""
+    from bench.compare import compare as do_compare
+    from bench.report.tables import comparison_markdown, comparison_table
+    from bench.store import resolve_run
+
+    r = resolve_run(run_dir, results)
+    meta = r.meta()
+    rows = do_compare(r.records(), baseline, other)
+    device = (meta.get("gpu") or {}).get("name", "?")
+    title = f"{meta.get('suite_name')} run {r.run_id} on {device}: {other} vs {baseline}"
+    if markdown:
+        out.print(comparison_markdown(rows, baseline, other, title), markup=False, highlight=False, soft_wrap=True)
+    else:
+        out.print(comparison_table(rows, baseline, other, title))
+
+
+class ExportFormat(str, Enum):
+    """Export formats."""
+
+    csv = "csv"
+
+
+@app.command()
+@_errors
+def export(
+    fmt: Annotated[ExportFormat, typer.Option("--format", help="output format")] = ExportFormat.csv,
+    run_dir: Annotated[str | None, typer.Option("--run", help="run directory or id (default: the latest run)")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="file to write (default: stdout)")] = None,
+    results: Annotated[Path, typer.Option("--results", help="results root to search")] = RESULTS,
+) -> None:
+    """Export a run's records as a tidy table (one row per case x placement x trial)."""
+    from bench.export import tidy_rows, write_csv
+    from bench.store import resolve_run
+
+    r = resolve_run(run_dir, results)
+    rows = tidy_rows(r.records(), r.meta())
+    if output is None:
+        write_csv(rows, sys.stdout)
+        return
+    tmp = output.with_name(output.name + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        write_csv(rows, fh)
+    tmp.replace(output)
+    err.print(f"wrote {len(rows)} rows to {output}", markup=False)
+
+
+@app.command()
+@_errors
+def devices() -> None:
+    """Show what was detected: the GPU, the energy meters, and the FPGA modes available here."""
+    from bench.devices import detect
+
+    for section, items in detect().items():
+        out.print(f"[bold]{section}[/]")
+        for key, val in items.items():
+            out.print(f"  {key}: {val}", markup=False, highlight=False)
+
+
+def main() -> None:
+    """Entry point of the ``bench`` console script and ``python main.py``."""
+    app()

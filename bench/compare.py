@@ -1,0 +1,126 @@
+"""Comparison of two placements case by case: latency, speedup, J/token and energy reduction.
+
+Speedup is ``latency(baseline) / latency(other)`` and energy reduction ``J/token(baseline) /
+J/token(other)``; both are ratios of trial means with a 95% bootstrap interval over paired trials
+(trial i of each placement ran back to back) and a verdict. Formatting lives in :mod:`bench.report`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from bench.errors import UsageError
+from bench.records import SKIPPED, TRIAL, reason, value
+from bench.stats import RatioEstimate, Summary, bootstrap_ratio, summarize
+
+
+@dataclass
+class PlacementResult:
+    """One placement's trials of one case, summarized.
+
+    Attributes:
+        placement: Placement name.
+        trials: Number of trials.
+        latency: Summary of latency (ms/token) over trials.
+        j_per_token: Summary of J/token over trials, or None when energy is unavailable.
+        energy_reason: Why J/token is unavailable.
+        latency_provenance: Provenance of the latency figures.
+        energy_provenance: Provenance of the energy figures.
+        latency_samples: Per-trial latency, in trial order.
+        energy_samples: Per-trial J/token, in trial order (empty when unavailable).
+    """
+
+    placement: str
+    trials: int
+    latency: Summary
+    j_per_token: Summary | None
+    energy_reason: str | None
+    latency_provenance: str
+    energy_provenance: str | None
+    latency_samples: list[float]
+    energy_samples: list[float]
+
+
+@dataclass
+class CaseComparison:
+    """The comparison of two placements on one case.
+
+    Attributes:
+        case_id: Case identifier.
+        case: The case's matrix values.
+        baseline: The reference placement's result (None if it has no trials).
+        other: The compared placement's result (None if it has no trials).
+        speedup: Latency ratio baseline / other with its interval, or None.
+        energy_reduction: J/token ratio baseline / other with its interval, or None.
+        note: Why the case could not be compared (skipped, failed, missing), if so.
+    """
+
+    case_id: str
+    case: dict[str, Any]
+    baseline: PlacementResult | None
+    other: PlacementResult | None
+    speedup: RatioEstimate | None
+    energy_reduction: RatioEstimate | None
+    note: str | None = None
+
+
+def placement_result(placement: str, trials: list[dict[str, Any]]) -> PlacementResult:
+    """Summarize one placement's trial records of one case (in trial order)."""
+    trials = sorted(trials, key=lambda r: r["trial"])
+    lat = [value(r, "latency_ms") for r in trials]
+    jpt = [value(r, "j_per_token") for r in trials]
+    energy_ok = all(v is not None for v in jpt)
+    why = None if energy_ok else next((reason(r, "j_per_token") for r in trials if value(r, "j_per_token") is None),
+                                      "energy unavailable")
+    lat_prov = {r["metrics"]["latency_ms"]["provenance"] for r in trials}
+    en_prov = {r["metrics"]["j_per_token"]["provenance"] for r in trials}
+    return PlacementResult(
+        placement=placement,
+        trials=len(trials),
+        latency=summarize(lat),  # type: ignore[arg-type]
+        j_per_token=summarize(jpt) if energy_ok else None,  # type: ignore[arg-type]
+        energy_reason=why,
+        latency_provenance="/".join(sorted(lat_prov)),
+        energy_provenance="/".join(sorted(en_prov)) if energy_ok else None,
+        latency_samples=lat,  # type: ignore[arg-type]
+        energy_samples=jpt if energy_ok else [],  # type: ignore[arg-type]
+    )
+
+
+def compare(records: list[dict[str, Any]], baseline: str, other: str, seed: int = 0) -> list[CaseComparison]:
+    """Compare placement ``other`` with ``baseline`` on every case of a run's records.
+
+    Raises:
+        UsageError: If either placement does not appear in the records.
+    """
+    placements = {r["placement"] for r in records if r.get("placement")}
+    for name in (baseline, other):
+        if name not in placements:
+            raise UsageError(f"placement '{name}' is not in this run; it has: {', '.join(sorted(placements))}")
+    by_case: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    case_values: dict[str, dict[str, Any]] = {}
+    notes: dict[str, str] = {}
+    for r in records:
+        case_values.setdefault(r["case_id"], r.get("case", {}))
+        if r.get("kind") == TRIAL and r.get("placement") in (baseline, other):
+            by_case[r["case_id"]][r["placement"]].append(r)
+        elif r.get("kind") == SKIPPED and r.get("placement") in (baseline, other):
+            notes[r["case_id"]] = f"skipped: {r.get('reason')}"
+        elif r.get("kind") == "failed":
+            notes[r["case_id"]] = f"failed: {r.get('error')}"
+    out = []
+    for case_id, values in case_values.items():
+        trials = by_case.get(case_id, {})
+        if not trials.get(baseline) or not trials.get(other):
+            out.append(CaseComparison(case_id, values, None, None, None, None,
+                                      notes.get(case_id, "no trials for one of the placements")))
+            continue
+        a = placement_result(baseline, trials[baseline])
+        b = placement_result(other, trials[other])
+        speedup = bootstrap_ratio(a.latency_samples, b.latency_samples, paired=True, seed=seed)
+        energy = (bootstrap_ratio(a.energy_samples, b.energy_samples, paired=True, seed=seed)
+                  if a.energy_samples and b.energy_samples else None)
+        out.append(CaseComparison(case_id, values, a, b, speedup, energy, notes.get(case_id)))
+    return out

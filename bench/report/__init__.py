@@ -1,0 +1,1 @@
+"""Reports: every human-readable rendering of results (tables now; figures and documents build on them)."""

@@ -1,0 +1,389 @@
+"""Declarative suites: what to run, where, and how to measure it, loaded and validated from YAML.
+
+A suite names a model, a method and its parameters, a matrix of cases (context length, batch size and any
+method parameter), named placements (which device runs each step), the devices, and the measurement
+settings. :func:`load_suite` validates everything before anything runs; an invalid suite raises
+:class:`~bench.errors.SuiteError` naming the file, line and field and what was expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from bench.errors import UsageError
+from bench.methods import METHODS, get_method
+from bench.model.presets import INLINE_FIELDS, PRESETS, ModelShape
+from bench.pipeline import STEPS, Placement
+from bench.schema import (
+    Located,
+    build,
+    compose,
+    convert,
+    mapping_items,
+    param,
+    scalar,
+    sequence_items,
+    unknown_key,
+)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The model: a preset or an inline shape; weights are always synthetic."""
+
+    preset: str | None = param(None, help=f"a preset: {', '.join(PRESETS)}")
+    layers: int | None = param(None, min=1, help="run only this many decoder layers (the record says so)")
+    hidden: int | None = param(None, min=1, help="inline shape: hidden size")
+    heads: int | None = param(None, min=1, help="inline shape: query heads")
+    kv_heads: int | None = param(None, min=1, help="inline shape: key/value heads")
+    head_dim: int | None = param(None, min=2, help="inline shape: dimension per head")
+    ffn: int | None = param(None, min=1, help="inline shape: MLP intermediate size")
+    vocab: int | None = param(None, min=2, help="inline shape: vocabulary size")
+    rope_theta: float = param(10000.0, min=1.0, help="inline shape: RoPE base")
+    qk_norm: bool = param(False, help="inline shape: per-head RMSNorm on q and k (Qwen3)")
+    dtype: Literal["bf16", "fp16", "fp32"] = param("bf16", help="weights, activations and KV cache dtype")
+    seed: int = param(0, help="seed of the synthetic weights and KV cache")
+
+    def shape(self) -> ModelShape:
+        """The model shape this config describes (layers reduced if asked)."""
+        if self.preset is not None:
+            base = PRESETS[self.preset]
+        else:
+            base = ModelShape("inline", self.layers or 1, self.hidden or 0, self.heads or 0, self.kv_heads or 0,
+                              self.head_dim or 0, self.ffn or 0, self.vocab or 0, 1 << 30, self.rope_theta,
+                              self.qk_norm, "inline shape in the suite")
+        return base.with_layers(self.layers) if self.layers else base
+
+
+@dataclass(frozen=True)
+class GpuConfig:
+    """The GPU (or the CPU standing in for it)."""
+
+    device: str = param("auto", help="torch device: auto (cuda if available, else cpu), cpu, cuda or cuda:N")
+
+
+@dataclass(frozen=True)
+class FpgaConfig:
+    """An FPGA device: how it is present (hardware, emulated, analytic) and its device spec."""
+
+    mode: Literal["emulated", "analytic", "hardware"] = param(
+        "emulated", help="hardware: a real board through pyxrt; emulated: the GPU waits the modeled time; "
+                         "analytic: times composed from the model")
+    spec: str = param("u55c", help="device spec: a name under kernels_fpga/specs or a path")
+    wait: Literal["host", "device"] = param(
+        "host", help="emulated wait: host (sync, wait, continue; an XRT-driven PCIe card) or device (GPU spin)")
+    functional: Literal["reference", "csim"] = param(
+        "reference", help="how offloaded results are computed: reference (PyTorch, FPGA integer numerics) "
+                          "or csim (the HLS kernels compiled with g++)")
+    control: Literal["host-started", "auto-restart", "free-running"] = param(
+        "host-started", help="kernel control mode, which sets the per-call launch overhead",
+        source="hardware.md: launch overhead is a design choice (UG1393)")
+    link: Literal["p2p", "host"] = param("p2p", help="GPU<->FPGA path: peer-to-peer or staged through host memory")
+    clock_mhz: float | None = param(None, min=1.0, max=1000.0, help="kernel clock override (spec default otherwise)")
+
+
+@dataclass(frozen=True)
+class MeasureConfig:
+    """How each case x placement is measured."""
+
+    warmup: int = param(1, min=0, help="warm-up iterations before the trials (first-call time is kept apart)")
+    trials: int = param(3, min=1, help="measured trials per case and placement (placements interleaved)")
+    decode_tokens: int = param(16, min=1, help="tokens decoded per iteration, from the filled context")
+    min_duration_s: float = param(1.0, min=0.0, help="a trial repeats iterations at least this long",
+                                  source="measurement.md: >= 1 s keeps NVML counter quantization under 10%")
+    min_iterations: int = param(3, min=1, help="a trial repeats at least this many iterations")
+    profile_iterations: int = param(1, min=1, help="iterations of the per-step profile pass after each trial")
+
+
+@dataclass(frozen=True)
+class PlacementConfig:
+    """A placement as written in the suite: a device per step (default gpu) and the GPU kernel flavour."""
+
+    prepare: str = param("gpu", help="device running Prepare Memory")
+    relevancy: str = param("gpu", help="device running Compute Relevancy")
+    retrieval: str = param("gpu", help="device running Retrieval")
+    apply: str = param("gpu", help="device running Apply to Inference")
+    kernels: Literal["optimized", "torch"] = param(
+        "optimized", help="GPU kernels: optimized (fused kernels) or torch (framework-native ops)")
+
+
+DEFAULT_PLACEMENTS = {
+    "baseline": PlacementConfig(),
+    "baseline-torch": PlacementConfig(kernels="torch"),
+    "hetero": PlacementConfig(relevancy="fpga", retrieval="fpga"),
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One point of the matrix.
+
+    Attributes:
+        id: Stable identifier, e.g. ``context=4096,batch=1``.
+        context: Context length in tokens (the filled KV cache).
+        batch: Sequences decoded together.
+        params: The method's parameters for this case.
+        values: The matrix values that define the case.
+    """
+
+    id: str
+    context: int
+    batch: int
+    params: Any
+    values: dict[str, Any]
+
+
+@dataclass
+class Suite:
+    """A validated suite."""
+
+    name: str
+    description: str
+    model: ModelConfig
+    method: str
+    params: Any
+    matrix: dict[str, list[Any]]
+    placements: dict[str, Placement]
+    gpu: GpuConfig
+    fpgas: dict[str, FpgaConfig]
+    measure: MeasureConfig
+    path: Path
+    text: str = field(repr=False, default="")
+
+    def cases(self) -> list[Case]:
+        """The matrix expanded in declaration order (the last key varies fastest)."""
+        keys = list(self.matrix)
+        out = []
+        for combo in itertools.product(*(self.matrix[k] for k in keys)):
+            values = dict(zip(keys, combo, strict=True))
+            method_values = {k: v for k, v in values.items() if k not in ("context", "batch")}
+            params = dataclasses.replace(self.params, **method_values)
+            cid = ",".join(f"{k}={v}" for k, v in values.items())
+            out.append(Case(cid, values.get("context", 0), values.get("batch", 1), params, values))
+        return out
+
+    def device_kinds(self) -> dict[str, str]:
+        """Device kind (``gpu`` or ``fpga``) by device name."""
+        return {"gpu": "gpu", **dict.fromkeys(self.fpgas, "fpga")}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The full resolved suite, JSON-ready (recorded in run.json)."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "file": str(self.path),
+            "model": dataclasses.asdict(self.model),
+            "model_shape": self.model.shape().to_dict(),
+            "method": {"name": self.method, **dataclasses.asdict(self.params)},
+            "matrix": self.matrix,
+            "placements": {n: p.to_dict() for n, p in self.placements.items()},
+            "devices": {"gpu": dataclasses.asdict(self.gpu),
+                        **{n: dataclasses.asdict(f) for n, f in self.fpgas.items()}},
+            "measure": dataclasses.asdict(self.measure),
+        }
+
+
+TOP_LEVEL = ("name", "description", "model", "method", "matrix", "placements", "devices", "measure")
+
+
+def load_suite(path: str | Path) -> Suite:
+    """Read and validate a suite file; raise SuiteError (file, line, field, expectation) on any problem."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"{p}: no such suite file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{p}: cannot read the suite: {exc}") from None
+    return parse_suite(text, str(p))
+
+
+def parse_suite(text: str, file: str) -> Suite:
+    """Validate suite YAML ``text`` (``file`` names it in errors)."""
+    root = compose(text, file)
+    items = dict(mapping_items(root, ""))
+    for key, loc in items.items():
+        if key not in TOP_LEVEL:
+            raise unknown_key(loc, "", key, TOP_LEVEL)
+    for key in ("name", "model", "method", "matrix"):
+        if key not in items:
+            raise root.error(key, "missing required field")
+    name = convert(str, items["name"], "name")
+    if not name or any(c in name for c in "/\\ ") or name.startswith("."):
+        raise items["name"].error("name", f"expected a name without spaces or slashes, got {name!r}")
+    description = convert(str, items["description"], "description") if "description" in items else ""
+    model = _model(items["model"])
+    method, params = _method(items["method"])
+    fpgas, gpu = _devices(items.get("devices"))
+    measure = build(MeasureConfig, items.get("measure"), "measure")
+    placements = _placements(items.get("placements"), {"gpu": "gpu", **dict.fromkeys(fpgas, "fpga")}, method)
+    matrix = _matrix(items["matrix"], params)
+    return Suite(name, description, model, method, params, matrix, placements, gpu, fpgas, measure,
+                 Path(file), text)
+
+
+def _model(loc: Located) -> ModelConfig:
+    if isinstance(loc.node, yaml.ScalarNode):
+        value = scalar(loc, "model")
+        if not isinstance(value, str) or value not in PRESETS:
+            raise loc.error("model", _preset_hint(str(value)))
+        return ModelConfig(preset=value)
+    cfg = build(ModelConfig, loc, "model")
+    where = dict(mapping_items(loc, "model"))
+    if cfg.preset is not None:
+        if cfg.preset not in PRESETS:
+            raise where["preset"].error("model.preset", _preset_hint(cfg.preset))
+        inline = [f for f in INLINE_FIELDS if f != "layers" and getattr(cfg, f) is not None]
+        if inline:
+            raise where[inline[0]].error(f"model.{inline[0]}", "give either a preset or an inline shape, not both")
+        full = PRESETS[cfg.preset].layers
+        if cfg.layers is not None and cfg.layers > full:
+            raise where["layers"].error("model.layers", f"{cfg.preset} has {full} layers; expected 1..{full}")
+        return cfg
+    missing = [f for f in INLINE_FIELDS if getattr(cfg, f) is None]
+    if missing:
+        raise loc.error("model", f"expected a preset ({', '.join(PRESETS)}) or an inline shape with "
+                                 f"{', '.join(INLINE_FIELDS)}; missing {', '.join(missing)}")
+    if cfg.heads % cfg.kv_heads:  # type: ignore[operator]
+        raise where["kv_heads"].error("model.kv_heads", f"heads ({cfg.heads}) must be a multiple of kv_heads")
+    if cfg.head_dim % 2:  # type: ignore[operator]
+        raise where["head_dim"].error("model.head_dim", "must be even (RoPE rotates pairs)")
+    return cfg
+
+
+def _preset_hint(value: str) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(value, PRESETS, n=1, cutoff=0.5)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    return f"unknown preset '{value}'; {hint}expected one of: {', '.join(PRESETS)}"
+
+
+def _method(loc: Located) -> tuple[str, Any]:
+    if isinstance(loc.node, yaml.ScalarNode):
+        name, rest = scalar(loc, "method"), []
+    else:
+        items = mapping_items(loc, "method")
+        names = [v for k, v in items if k == "name"]
+        if not names:
+            raise loc.error("method.name", f"missing required field (one of: {', '.join(sorted(METHODS))})")
+        name = convert(str, names[0], "method.name")
+        rest = [(k, v) for k, v in items if k != "name"]
+        loc = names[0]
+    if not isinstance(name, str):
+        raise loc.error("method", f"expected a method name, got {name!r}")
+    try:
+        cls = get_method(name)
+    except UsageError as exc:
+        raise loc.error("method.name", str(exc)) from None
+    params_cls = cls.Params
+    fields = {f.name: f for f in dataclasses.fields(params_cls)}
+    hints = _hints(params_cls)
+    values = {}
+    for key, vloc in rest:
+        if key not in fields:
+            raise unknown_key(vloc, "method", key, ["name", *fields])
+        values[key] = convert(hints[key], vloc, f"method.{key}", fields[key])
+    params = params_cls(**values)
+    for fname, message in params.problems():
+        where = dict(rest).get(fname, loc)
+        raise where.error(f"method.{fname}", message)
+    return name, params
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    import typing
+
+    return typing.get_type_hints(cls)
+
+
+def _devices(loc: Located | None) -> tuple[dict[str, FpgaConfig], GpuConfig]:
+    if loc is None:
+        return {"fpga": FpgaConfig()}, GpuConfig()
+    gpu = GpuConfig()
+    fpgas: dict[str, FpgaConfig] = {}
+    for name, vloc in mapping_items(loc, "devices"):
+        if name == "gpu":
+            gpu = build(GpuConfig, vloc, "devices.gpu")
+            _check_torch_device(gpu.device, vloc)
+        else:
+            fpgas[name] = build(FpgaConfig, vloc, f"devices.{name}")
+    return fpgas, gpu
+
+
+def _check_torch_device(device: str, loc: Located) -> None:
+    ok = device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())
+    if not ok:
+        raise loc.error("devices.gpu.device", f"expected auto, cpu, cuda or cuda:N, got {device!r}")
+
+
+def _placements(loc: Located | None, kinds: dict[str, str], method: str) -> dict[str, Placement]:
+    cls = get_method(method)
+    configs: list[tuple[str, PlacementConfig, Located | None]] = []
+    if loc is None:
+        configs = [(n, c, None) for n, c in DEFAULT_PLACEMENTS.items() if n != "hetero" or "fpga" in kinds]
+    else:
+        for name, vloc in mapping_items(loc, "placements"):
+            configs.append((name, _placement_config(name, vloc), vloc))
+    out = {}
+    for name, cfg, vloc in configs:
+        steps = {s: getattr(cfg, s.value) for s in STEPS}
+        placement = Placement(name, steps, cfg.kernels)
+        if vloc is not None:  # the default placements are valid by construction
+            for s, dev in steps.items():
+                if dev not in kinds:
+                    raise vloc.error(f"placements.{name}.{s.value}",
+                                     f"unknown device '{dev}'; devices: {', '.join(kinds)}")
+            try:
+                cls.check_placement(placement, kinds)
+            except UsageError as exc:
+                raise vloc.error(f"placements.{name}", str(exc).split(": ", 1)[-1]) from None
+        out[name] = placement
+    if loc is not None and not out:
+        raise loc.error("placements", "expected at least one placement")
+    return out
+
+
+def _placement_config(name: str, loc: Located) -> PlacementConfig:
+    if isinstance(loc.node, yaml.ScalarNode):
+        value = scalar(loc, f"placements.{name}")
+        if value is None:
+            return PlacementConfig()
+        if isinstance(value, str) and value in DEFAULT_PLACEMENTS:
+            return DEFAULT_PLACEMENTS[value]
+        raise loc.error(f"placements.{name}", f"expected a mapping of steps to devices (or one of "
+                                              f"{', '.join(DEFAULT_PLACEMENTS)}), got {value!r}")
+    return build(PlacementConfig, loc, f"placements.{name}")
+
+
+def _matrix(loc: Located, params: Any) -> dict[str, list[Any]]:
+    fields = {f.name: f for f in dataclasses.fields(params)}
+    hints = _hints(type(params))
+    allowed = {"context", "batch", *fields}
+    matrix: dict[str, list[Any]] = {}
+    for key, vloc in mapping_items(loc, "matrix"):
+        if key not in allowed:
+            raise unknown_key(vloc, "matrix", key, allowed)
+        if key in ("context", "batch"):
+            values = convert(list[int], vloc, f"matrix.{key}")
+            for i, (v, item) in enumerate(zip(values, sequence_items(vloc, key), strict=True)):
+                if v < 1:
+                    raise item.error(f"matrix.{key}[{i}]", f"must be >= 1, got {v}")
+        else:
+            values = convert(list[hints[key]], vloc, f"matrix.{key}", fields[key])  # type: ignore[valid-type]
+            for i, (v, item) in enumerate(zip(values, sequence_items(vloc, key), strict=True)):
+                for fname, message in dataclasses.replace(params, **{key: v}).problems():
+                    raise item.error(f"matrix.{key}[{i}]", f"{fname} {message}")
+        if len(set(map(repr, values))) != len(values):
+            raise vloc.error(f"matrix.{key}", "values must be distinct")
+        matrix[key] = values
+    if "context" not in matrix:
+        raise loc.error("matrix.context", "missing required field (context lengths in tokens)")
+    matrix.setdefault("batch", [1])
+    return matrix
