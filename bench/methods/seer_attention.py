@@ -143,7 +143,7 @@ class SeerAttentionR(SparseAttentionMethod):
         st.pending = [torch.zeros(b, s.kv_heads, p.block_size, s.head_dim, dtype=model.dtype, device=model.device)
                       for _ in range(s.layers)]
         st.rope = Rope(p.gate_dim, s.rope_theta, model.device)
-        st.group = s.group
+        st.rope.reserve(cache.capacity)
         st.keys_q, st.key_scale, st.pending_at_fill = [], [], []
 
     def observe_fill(self, layer: int, start: int, k_pre: torch.Tensor) -> None:
@@ -188,7 +188,7 @@ class SeerAttentionR(SparseAttentionMethod):
         layer, pos = memory.layer, memory.length - 1
         b, hkv = query.k_pre.shape[:2]
         qg = query.q_pre.reshape(b, hkv, -1)
-        cos, sin = st.rope_at(pos)
+        cos, sin = st.rope.at(pos)
         q_key = Rope.rotate(torch.einsum("bhx,hxo->bho", qg, st.wq[layer]).unsqueeze(2), cos, sin).squeeze(2)
         slot = pos % bs
         st.pending[layer][:, :, slot] = query.k_pre
@@ -278,18 +278,7 @@ class _GateState:
         self.pending_at_fill: list[torch.Tensor] = []
         self.keys_q: list[torch.Tensor] = []
         self.key_scale: list[float] = []
-        self.rope: Rope | None = None
-        self.group = 1
-        self._rope_pos = -1
-        self._rope_cs: tuple[torch.Tensor, torch.Tensor] | None = None
-
-    def rope_at(self, pos: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Gate RoPE tables at ``pos``, computed once per decode step and shared by its layers."""
-        if pos != self._rope_pos or self._rope_cs is None:
-            assert self.rope is not None
-            self._rope_cs = self.rope.cos_sin(torch.tensor([pos], device=self.rope.inv_freq.device))
-            self._rope_pos = pos
-        return self._rope_cs
+        self.rope = Rope(2, 1.0, torch.device("cpu"))
 
 
 def _pad(idx: torch.Tensor, k: int) -> torch.Tensor:

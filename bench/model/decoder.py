@@ -47,12 +47,24 @@ class Rope:
 
     def __init__(self, dim: int, theta: float, device: torch.device) -> None:
         self.inv_freq = 1.0 / (theta ** (torch.arange(0, dim, 2, device=device, dtype=torch.float32) / dim))
+        self._cos = self._sin = torch.empty(0, dim, device=device)
 
     def cos_sin(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Cos and sin tables [len(positions), dim] in float32."""
         freqs = torch.outer(positions.to(torch.float32), self.inv_freq)
         emb = torch.cat((freqs, freqs), dim=-1)
         return emb.cos(), emb.sin()
+
+    def reserve(self, positions: int) -> None:
+        """Precompute the tables for positions [0, positions), so decode steps copy nothing to the device."""
+        if self._cos.shape[0] < positions:
+            self._cos, self._sin = self.cos_sin(torch.arange(positions, device=self.inv_freq.device))
+
+    def at(self, pos: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tables [1, dim] for one reserved position (a slice: no copy, so CUDA graphs can capture it)."""
+        if pos >= self._cos.shape[0]:
+            raise ValueError(f"RoPE tables reserved for {self._cos.shape[0]} positions, asked for position {pos}")
+        return self._cos[pos : pos + 1], self._sin[pos : pos + 1]
 
     @staticmethod
     def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -189,6 +201,7 @@ class Decoder(nn.Module):
 
     def new_cache(self, batch: int, capacity: int) -> KVCache:
         """An empty KV cache for ``batch`` sequences of up to ``capacity`` tokens."""
+        self.rope.reserve(capacity)
         return KVCache(self.shape, batch, capacity, self.dtype, self.device)
 
     def decode_step(self, tokens: torch.Tensor, cache: KVCache, attention: AttentionBackend,
@@ -202,7 +215,7 @@ class Decoder(nn.Module):
         pos = cache.length
         if pos >= cache.capacity:
             raise ValueError(f"the KV cache is full ({cache.capacity} positions)")
-        cos, sin = self.rope.cos_sin(torch.tensor([pos], device=self.device))
+        cos, sin = self.rope.at(pos)
         with timeline.section(DENSE):
             h = F.embedding(tokens, self.embed).unsqueeze(1)  # [B, 1, hidden]
         cache.length = pos + 1

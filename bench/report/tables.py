@@ -1,4 +1,8 @@
-"""Comparison tables, rendered for the terminal (Rich) and for documents (Markdown)."""
+"""Comparison tables, rendered for the terminal (Rich) and for documents (Markdown).
+
+Cells stay short; what applies to many rows (provenance, why energy is null) goes into notes under the
+table, so the table reads on an 80-column terminal.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +14,14 @@ from bench.compare import CaseComparison
 from bench.stats import RatioEstimate
 
 _VERDICT = {
-    "speedup": {"higher": "faster", "lower": "slower"},
-    "energy": {"higher": "less energy", "lower": "more energy"},
+    "speedup": {"higher": "faster", "lower": "slower", "no significant difference": "n.s."},
+    "energy": {"higher": "less", "lower": "more", "no significant difference": "n.s."},
 }
 
 
-def _ratio(r: RatioEstimate | None, kind: str, missing: str) -> str:
+def _ratio(r: RatioEstimate | None, kind: str) -> str:
     if r is None:
-        return missing
+        return "null"
     verdict = _VERDICT[kind].get(r.verdict, r.verdict)
     if r.ci_low is None or r.ci_high is None:
         return f"{r.ratio:.3f}x ({verdict})"
@@ -27,34 +31,47 @@ def _ratio(r: RatioEstimate | None, kind: str, missing: str) -> str:
 def _mean(summary: Any, digits: int) -> str:
     if summary is None:
         return "null"
-    half = None if summary.ci_high is None else (summary.ci_high - summary.ci_low) / 2
-    return f"{summary.mean:.{digits}f}" + (f" ±{half:.{digits}f}" if half is not None else "")
+    if summary.ci_high is None or summary.ci_low is None:
+        return f"{summary.mean:.{digits}f}"
+    return f"{summary.mean:.{digits}f} ±{(summary.ci_high - summary.ci_low) / 2:.{digits}f}"
 
 
 def headers(baseline: str, other: str) -> list[str]:
     """Column headers of a comparison table."""
-    return ["case", f"{baseline} ms/token", f"{other} ms/token", "speedup [95% CI]",
-            f"{baseline} J/token", f"{other} J/token", "energy reduction [95% CI]", "provenance"]
+    return ["case", f"{baseline} ms/tok", f"{other} ms/tok", "speedup [95% CI]", f"{baseline} J/tok",
+            f"{other} J/tok", "energy reduction [95% CI]"]
 
 
 def cells(c: CaseComparison) -> list[str]:
     """The cells of one case's row (shared by every renderer)."""
     if c.baseline is None or c.other is None:
-        return [c.case_id, "-", "-", c.note or "not compared", "-", "-", "-", "-"]
+        return [c.case_id, "-", "-", c.note or "not compared", "-", "-", "-"]
     a, b = c.baseline, c.other
-    why = b.energy_reason or a.energy_reason or "energy unavailable"
-    prov = f"time {a.latency_provenance}/{b.latency_provenance}; energy " + (
-        f"{a.energy_provenance}/{b.energy_provenance}" if a.energy_provenance and b.energy_provenance else "null")
-    return [
-        c.case_id, _mean(a.latency, 3), _mean(b.latency, 3), _ratio(c.speedup, "speedup", "-"),
-        _mean(a.j_per_token, 4), _mean(b.j_per_token, 4), _ratio(c.energy_reduction, "energy", f"null: {why}"),
-        prov,
-    ]
+    return [c.case_id, _mean(a.latency, 3), _mean(b.latency, 3), _ratio(c.speedup, "speedup"),
+            _mean(a.j_per_token, 4), _mean(b.j_per_token, 4), _ratio(c.energy_reduction, "energy")]
+
+
+def notes(rows: list[CaseComparison]) -> list[str]:
+    """Notes that hold for the table: what each side's figures are (provenance), why energy is null."""
+    out: list[str] = []
+    for side in ("baseline", "other"):
+        seen: dict[str, None] = {}
+        for c in rows:
+            r = getattr(c, side)
+            if r is not None:
+                energy = r.energy_provenance or "null"
+                seen[f"{r.placement}: latency {r.latency_provenance}, energy {energy}"] = None
+        out += list(seen)
+    reasons = {r.energy_reason for c in rows for r in (c.baseline, c.other) if r is not None and r.energy_reason}
+    out += [f"energy null: {why}" for why in sorted(reasons)]
+    out.append("± is the 95% t-interval half-width over trials; ratios are ratios of means with a 95% paired "
+               "bootstrap interval; n.s. = no significant difference")
+    return out
 
 
 def comparison_table(rows: list[CaseComparison], baseline: str, other: str, title: str) -> Table:
-    """A Rich table of a comparison."""
-    table = Table(title=title, show_lines=False)
+    """A Rich table of a comparison, with its notes as the caption."""
+    table = Table(title=title, caption="\n".join(notes(rows)), caption_justify="left")
     for h in headers(baseline, other):
         table.add_column(h, overflow="fold")
     for c in rows:
@@ -63,8 +80,9 @@ def comparison_table(rows: list[CaseComparison], baseline: str, other: str, titl
 
 
 def comparison_markdown(rows: list[CaseComparison], baseline: str, other: str, title: str) -> str:
-    """A Markdown table of a comparison, with a title line."""
+    """A Markdown table of a comparison: title, table, notes."""
     hs = headers(baseline, other)
     lines = [f"**{title}**", "", "| " + " | ".join(hs) + " |", "|" + "---|" * len(hs)]
     lines += ["| " + " | ".join(cells(c)) + " |" for c in rows]
+    lines += [""] + [f"- {n}" for n in notes(rows)]
     return "\n".join(lines) + "\n"
