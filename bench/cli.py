@@ -80,8 +80,8 @@ class _RichReporter:
 @_errors
 def run(
     suite: Annotated[Path, typer.Argument(help="suite YAML file, e.g. suites/quickstart.yaml")],
-    out_dir: Annotated[Path, typer.Option("--out", help="results root; the run goes to OUT/<suite>/<run-id>")] = RESULTS,
-    resume: Annotated[str | None, typer.Option("--resume", help="complete an interrupted run (directory or id)")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="results root; runs go to OUT/<suite>/<run-id>")] = RESULTS,
+    resume: Annotated[str | None, typer.Option("--resume", help="complete an interrupted run (dir or id)")] = None,
 ) -> None:
     """Run a suite: every case on every placement, recording latency, tokens/s and energy per token."""
     from bench.runner import Runner

@@ -51,7 +51,8 @@ def tidy_rows(records: list[dict[str, Any]], meta: dict[str, Any]) -> list[dict[
             "gpu_energy_method": gpu.get("method"), "fpga_energy_j": fpga_e.get("joules"),
             "fpga_energy_method": fpga_e.get("method"), "window_s": r.get("window_s"),
             "iterations": r.get("iterations"), "decode_tokens": r.get("decode_tokens"),
-            "model": model.get("name"), "layers": model.get("layers"), "layers_of_preset": model.get("layers_of_preset"),
+            "model": model.get("name"), "layers": model.get("layers"),
+            "layers_of_preset": model.get("layers_of_preset"),
             "fpga_mode": fpga.get("mode"), "fpga_wait": fpga.get("wait"), "fpga_recall": fpga.get("recall"),
             "fpga_us_per_call": (fpga.get("modeled_us_per_call") or {}).get("total"),
         })

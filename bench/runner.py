@@ -24,7 +24,7 @@ import torch
 from bench.devices import gpu as gpu_dev
 from bench.devices.fpga import FpgaDevice, resolve_spec
 from bench.errors import BenchError
-from bench.meters import detect_meters, describe_meters
+from bench.meters import describe_meters, detect_meters
 from bench.methods import get_method
 from bench.methods.attention import PipelineAttention, SparseAttentionMethod
 from bench.model.decoder import DTYPES, Decoder, KVCache
@@ -142,8 +142,9 @@ class Runner:
         need = self._memory_needed(case)
         free = gpu_dev.free_memory(self.device)
         if free is not None and need["total"] > free:
-            reason = (f"does not fit: needs {_gib(need['total'])} GiB ({', '.join(f'{k} {_gib(v)}' for k, v in need.items() if k != 'total')}"
-                      f" GiB), {_gib(free)} GiB free on {self.device}")
+            parts = ", ".join(f"{k} {_gib(v)}" for k, v in need.items() if k != "total")
+            reason = (f"does not fit: needs {_gib(need['total'])} GiB ({parts} GiB), "
+                      f"{_gib(free)} GiB free on {self.device}")
             self._skip(run, base, placements, reason, need, free)
             return
         try:

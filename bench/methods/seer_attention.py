@@ -29,6 +29,7 @@ from bench.model.decoder import Decoder, KVCache, Rope
 from bench.model.presets import ModelShape
 from bench.pipeline import Index, Scores, Selection, Step
 from bench.schema import param
+from kernels_gpu.sparse_decode import block_sparse_decode
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,11 @@ class SeerAttentionR(SparseAttentionMethod):
         self.params = params
         self.kernels = kernels
         self.state = state if state is not None else _GateState()
+
+    @property
+    def impl(self) -> str:
+        """Kernel implementation for ``kernels_gpu`` calls: torch, or auto (Triton on CUDA, torch elsewhere)."""
+        return "torch" if self.kernels == "torch" else "auto"
 
     def with_kernels(self, kernels: str) -> SeerAttentionR:
         """The same method and state with another GPU kernel flavour."""
@@ -215,8 +221,8 @@ class SeerAttentionR(SparseAttentionMethod):
 
     def apply(self, memory: KVMemory, selection: BlockSelection, query: AttentionQuery) -> torch.Tensor:
         """Block-sparse decode attention over the selected blocks plus the current block."""
-        return block_sparse_attention(query.q, memory.k, memory.v, memory.length, selection.blocks,
-                                      self.params.block_size)
+        return block_sparse_decode(query.q, memory.k, memory.v, memory.length, selection.blocks,
+                                   self.params.block_size, impl=self.impl)
 
     # -- the FPGA side ------------------------------------------------------------------------------------
 
@@ -318,33 +324,3 @@ def selection_recall(fpga: torch.Tensor, gpu: torch.Tensor) -> float:
     per_row = hit.sum(-1).float() / valid.sum(-1).clamp_min(1).float()
     rows = valid.any(-1)
     return float(per_row[rows].mean()) if bool(rows.any()) else 1.0
-
-
-def block_sparse_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, length: int,
-                           blocks: torch.Tensor, block_size: int) -> torch.Tensor:
-    """Decode attention over selected blocks plus the current block, with framework-native ops.
-
-    Args:
-        q: Queries [B, H_q, D].
-        k_cache: Keys [B, H_kv, capacity, D]; v_cache likewise.
-        length: Valid positions; the current block is the one holding position ``length - 1``.
-        blocks: Selected block ids [B, H_kv, n] (-1 = none); ids at or past the current block are ignored.
-        block_size: Tokens per block.
-
-    Returns:
-        Attention output [B, H_q, D].
-    """
-    b, hq, d = q.shape
-    hkv = k_cache.shape[1]
-    cur = (length - 1) // block_size
-    valid = (blocks >= 0) & (blocks < cur)
-    offs = torch.arange(block_size, device=q.device)
-    pos = (blocks.clamp(min=0).long().unsqueeze(-1) * block_size + offs).flatten(-2)  # [B, H_kv, n*bs]
-    gather = pos.unsqueeze(-1).expand(-1, -1, -1, d)
-    ks = torch.cat((k_cache.gather(2, gather), k_cache[:, :, cur * block_size : length]), dim=2)
-    vs = torch.cat((v_cache.gather(2, gather), v_cache[:, :, cur * block_size : length]), dim=2)
-    mask = torch.cat((valid.repeat_interleave(block_size, dim=-1),
-                      valid.new_ones(b, hkv, length - cur * block_size)), dim=-1)
-    qg = q.view(b, hkv, hq // hkv, d)
-    out = torch.nn.functional.scaled_dot_product_attention(qg, ks, vs, attn_mask=mask.unsqueeze(2))
-    return out.reshape(b, hq, d)

@@ -41,7 +41,8 @@ def test_fill_cache_is_seeded_and_reports_chunks():
     model = _model()
     seen = []
     cache = model.new_cache(2, 200)
-    model.fill_cache(cache, 160, seed=1, chunk=64, on_chunk=lambda layer, start, k: seen.append((layer, start, k.shape[2])))
+    model.fill_cache(cache, 160, seed=1, chunk=64,
+                     on_chunk=lambda layer, start, k: seen.append((layer, start, k.shape[2])))
     assert cache.length == 160
     assert seen[:3] == [(0, 0, 64), (0, 64, 64), (0, 128, 32)]
     other = model.new_cache(2, 200)

@@ -3,19 +3,17 @@
 import pytest
 import torch
 
-from bench.methods.attention import AttentionQuery, KVMemory
+from bench.methods.attention import AttentionQuery, KVMemory, PipelineAttention
 from bench.methods.seer_attention import (
     BlockScores,
     SeerAttentionParams,
     SeerAttentionR,
-    block_sparse_attention,
     exact_topk,
     selection_recall,
 )
-from bench.model.decoder import Decoder, DenseAttention, dense_decode_attention
+from bench.model.decoder import Decoder, DenseAttention
 from bench.model.presets import PRESETS
 from bench.pipeline import Placement, Step
-from bench.methods.attention import PipelineAttention
 from bench.timeline import HostTimeline
 
 
@@ -27,36 +25,6 @@ def _setup(context, budget, batch=2, dtype=torch.float32, seed=0):
     model.fill_cache(cache, context, seed=seed + 1, chunk=128, on_chunk=method.observe_fill)
     method.fill_done(context)
     return model, cache, method
-
-
-@pytest.mark.parametrize("length", [1, 63, 64, 65, 200, 256])
-def test_block_sparse_equals_dense_when_every_block_is_selected(length):
-    g = torch.Generator().manual_seed(length)
-    b, hkv, grp, d, cap = 2, 2, 4, 32, 320
-    q = torch.randn(b, hkv * grp, d, generator=g)
-    k = torch.randn(b, hkv, cap, d, generator=g)
-    v = torch.randn(b, hkv, cap, d, generator=g)
-    n_blocks = (length - 1) // 64
-    blocks = torch.arange(n_blocks).expand(b, hkv, n_blocks).clone()
-    # Padding, ids past the current block and duplicates of the current block are all ignored.
-    blocks = torch.cat((blocks, torch.full((b, hkv, 2), -1), torch.full((b, hkv, 1), n_blocks)), dim=-1)
-    got = block_sparse_attention(q, k, v, length, blocks, 64)
-    want = dense_decode_attention(q, k, v, length)
-    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
-
-
-def test_block_sparse_attends_only_selected_blocks():
-    g = torch.Generator().manual_seed(1)
-    b, hkv, d, length = 1, 1, 16, 64 * 4 + 10
-    q = torch.randn(b, 2, d, generator=g)
-    k = torch.randn(b, hkv, 320, d, generator=g)
-    v = torch.randn(b, hkv, 320, d, generator=g)
-    blocks = torch.tensor([[[2, -1]]])
-    got = block_sparse_attention(q, k, v, length, blocks, 64)
-    keep = torch.cat((torch.arange(128, 192), torch.arange(256, length)))
-    want = torch.nn.functional.scaled_dot_product_attention(
-        q.view(b, hkv, 2, d), k[:, :, keep], v[:, :, keep]).reshape(b, 2, d)
-    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
 def test_decode_with_full_budget_equals_dense_decode():
@@ -112,7 +80,7 @@ def test_selection_recall():
 
 
 def test_fpga_reference_selection_matches_gpu_on_exact_inputs():
-    model, cache, method = _setup(64 * 10, budget=64 * 4, dtype=torch.float32)
+    _, cache, method = _setup(64 * 10, budget=64 * 4, dtype=torch.float32)
     memory = KVMemory(cache.k[0], cache.v[0], cache.length + 1, 0)
     cache.length += 1
     q = torch.randn(2, 8, 32, generator=torch.Generator().manual_seed(5))
