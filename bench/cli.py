@@ -38,6 +38,11 @@ out = Console()
 err = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
+
+def _say(console: Console, message: str) -> None:
+    """Print plain text: no markup, no highlighting, no hard wrapping (lines stay greppable)."""
+    console.print(message, markup=False, highlight=False, soft_wrap=True)
+
 RESULTS = Path("results")
 
 
@@ -49,10 +54,10 @@ def _errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except BenchError as exc:
-            err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+            _say(err, f"error: {exc}")
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
-            err.print("interrupted: every record written so far is kept; finish with 'bench run SUITE --resume RUN'")
+            _say(err, "interrupted: every record written so far is kept; finish with 'bench run SUITE --resume RUN'")
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
@@ -73,7 +78,7 @@ class _RichReporter:
         self.progress.advance(self.task)
 
     def note(self, message: str) -> None:
-        self.progress.console.print(message, markup=False, highlight=False)
+        _say(self.progress.console, message)
 
 
 @app.command()
@@ -97,9 +102,9 @@ def run(
     with Progress(*columns, console=err, transient=False) as progress:
         runner = Runner(s, out_dir, _RichReporter(progress), resume=previous)
         result = runner.run()
-    out.print(f"run written to {result.path}", markup=False, highlight=False)
+    _say(out, f"run written to {result.path}")
     if runner.failed:
-        err.print(f"{runner.failed} case(s) failed; see the 'failed' records in {result.records_path}", markup=False)
+        _say(err, f"{runner.failed} case(s) failed; see the 'failed' records in {result.records_path}")
         raise typer.Exit(1)
 
 
@@ -111,8 +116,8 @@ def validate(suite: Annotated[Path, typer.Argument(help="suite YAML file to chec
 
     s = load_suite(suite)
     cases = s.cases()
-    out.print(f"{suite}: valid: {len(cases)} case(s) x {len(s.placements)} placement(s) "
-              f"({', '.join(s.placements)}), {s.measure.trials} trial(s) each", markup=False, highlight=False)
+    _say(out, f"{suite}: valid: {len(cases)} case(s) x {len(s.placements)} placement(s) "
+              f"({', '.join(s.placements)}), {s.measure.trials} trial(s) each")
 
 
 @app.command()
@@ -135,7 +140,7 @@ def compare(
     device = (meta.get("gpu") or {}).get("name", "?")
     title = f"{meta.get('suite_name')} run {r.run_id} on {device}: {other} vs {baseline}"
     if markdown:
-        out.print(comparison_markdown(rows, baseline, other, title), markup=False, highlight=False, soft_wrap=True)
+        _say(out, comparison_markdown(rows, baseline, other, title))
     else:
         out.print(comparison_table(rows, baseline, other, title))
 
@@ -167,7 +172,7 @@ def export(
     with open(tmp, "w", newline="", encoding="utf-8") as fh:
         write_csv(rows, fh)
     tmp.replace(output)
-    err.print(f"wrote {len(rows)} rows to {output}", markup=False)
+    _say(err, f"wrote {len(rows)} rows to {output}")
 
 
 @app.command()
@@ -179,7 +184,7 @@ def devices() -> None:
     for section, items in detect().items():
         out.print(f"[bold]{section}[/]")
         for key, val in items.items():
-            out.print(f"  {key}: {val}", markup=False, highlight=False)
+            _say(out, f"  {key}: {val}")
 
 
 def main() -> None:

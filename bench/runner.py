@@ -1,40 +1,43 @@
 """The runner: expands a suite into cases and measures every case on every placement.
 
-For each case the runner builds the model (once per run), fills a KV cache of the case's context
-synthetically (Prepare Memory indexes it as it fills), then for each placement runs a warm-up (and, for
-placements with an FPGA, the functional pass whose results are replayed), and then the trials,
-interleaving placements (ABAB...) so that drift cannot pose as a speedup. A trial repeats whole
-iterations (``decode_tokens`` decode steps from the filled context) until both ``min_duration_s`` and
-``min_iterations`` are met, inside one energy window; a short profile pass with per-section timing
-follows. Every record is appended to the run's ``records.jsonl`` as soon as it exists.
+Per case: set up (model once per run, synthetic fill, method index), then per placement a warm-up (the
+functional pass for FPGA placements, first-call time, warm-up iterations, CUDA-graph capture and an eager
+vs graphed timing), idle power before the trials, the trials with placements interleaved (ABAB...),
+idle power after, then one summary per placement (statistics, gross/idle/net energy, validity) and the
+composition check for the GPU-only baseline. Every record is appended to ``records.jsonl`` as soon as it
+exists, so an interrupted run keeps everything it finished and can be resumed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import time
 import traceback
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 
+from bench import measure
 from bench.devices import gpu as gpu_dev
 from bench.devices.fpga import FpgaDevice, resolve_spec
+from bench.energy import ACCEL, ScopeEnergy, gpu_energy, per_token_figures, total
 from bench.errors import BenchError
-from bench.meters import describe_meters, detect_meters
+from bench.execution import CaseRun
+from bench.meters import EnergyMeter, describe_meters, detect_meters, merge_idle, net_energy
 from bench.methods import get_method
-from bench.methods.attention import PipelineAttention, SparseAttentionMethod
-from bench.model.decoder import DTYPES, Decoder, KVCache
+from bench.model.decoder import DTYPES, Decoder
 from bench.model.presets import PRESETS
-from bench.pipeline import Placement
 from bench.provenance import command_line, git_info, host_info, software_info, utc_now
 from bench.records import FAILED, SKIPPED, TRIAL, WARMUP, Provenance, figure
+from bench.stats import summarize
 from bench.store import RunDir
 from bench.suite import Case, Suite
-from bench.timeline import NullTimeline, Timeline, profiling_timeline, synchronize
+from bench.timeline import synchronize
+from bench.validity import ValidityInputs, assess
+
+IDLE, SUMMARY, COMPOSITION = "idle", "summary", "composition"
 
 
 class Reporter(Protocol):
@@ -63,17 +66,6 @@ class NullReporter:
         """Ignore."""
 
 
-@dataclass
-class _CaseRun:
-    """Everything one case needs while it is measured."""
-
-    case: Case
-    cache: KVCache
-    method: SparseAttentionMethod
-    backends: dict[str, PipelineAttention]
-    start_tokens: torch.Tensor
-
-
 class Runner:
     """Runs a suite and writes its records.
 
@@ -90,7 +82,7 @@ class Runner:
         self.reporter = reporter or NullReporter()
         self.resume = resume
         self.device = gpu_dev.resolve(suite.gpu.device)
-        self.meters = detect_meters(str(self.device), sync=lambda: synchronize(self.device))
+        self.meters: dict[str, EnergyMeter] = detect_meters(str(self.device), sync=lambda: synchronize(self.device))
         self.model: Decoder | None = None
         self.failed = 0
 
@@ -99,7 +91,6 @@ class Runner:
     def run(self) -> RunDir:
         """Run every case not already recorded; returns the run directory."""
         s = self.suite
-        fpga_info = {n: self._fpga(n, "describe").describe() for n in self._fpga_names()}
         if self.resume is not None:
             run = self.resume
             done = {(r["case_id"], r["placement"], r.get("trial")) for r in run.records()
@@ -117,28 +108,35 @@ class Runner:
                 "status": "running",
                 "host": host_info(),
                 "gpu": gpu_dev.describe(self.device),
+                "gpu_state": measure.gpu_state(self.meters),
                 "software": software_info(),
                 "git": git,
-                "fpga": fpga_info,
+                "fpga": {n: self._fpga(n).describe() for n in s.fpgas if self._uses(n)},
                 "energy_meters": describe_meters(self.meters),
+                "energy_scopes": {"headline": ACCEL, ACCEL: "gpu + fpga (the fpga only where a placement has one)",
+                                  "cpu": "reported apart, not in the headline"},
             }
             run = RunDir.create(self.out, s.name, git["commit"], meta)
             done = set()
-        cases = s.cases()
         trials = range(s.measure.trials)
-        todo = [(c, [p for p in s.placements if any((c.id, p, t) not in done for t in trials)]) for c in cases]
+        todo = [(c, [p for p in s.placements if any((c.id, p, t) not in done for t in trials)]) for c in s.cases()]
         todo = [(c, ps) for c, ps in todo if ps]
         self.reporter.start(sum(len(ps) for _, ps in todo) * s.measure.trials)
         try:
             for case, placements in todo:
                 self._run_case(run, case, placements, done)
         finally:
+            for m in self.meters.values():
+                m.close()
             run.update_meta(ended=utc_now(), status="complete" if not self.failed else "complete-with-failures")
         return run
 
+    def _uses(self, fpga: str) -> bool:
+        return any(fpga in p.steps.values() for p in self.suite.placements.values())
+
     def _run_case(self, run: RunDir, case: Case, placements: list[str], done: set[tuple[str, str, Any]]) -> None:
         s = self.suite
-        base = {"kind": TRIAL, "run_id": run.run_id, "case_id": case.id, "case": case.values}
+        base = {"run_id": run.run_id, "case_id": case.id, "case": case.values}
         need = self._memory_needed(case)
         free = gpu_dev.free_memory(self.device)
         if free is not None and need["total"] > free:
@@ -147,23 +145,45 @@ class Runner:
                       f"{_gib(free)} GiB free on {self.device}")
             self._skip(run, base, placements, reason, need, free)
             return
+        cr: CaseRun | None = None
         try:
-            cr = self._setup_case(case, placements)
-        except torch.OutOfMemoryError as exc:
-            self._skip(run, base, placements, f"out of memory while setting up: {str(exc).splitlines()[0]}", need, free)
-            return
-        try:
+            try:
+                cr = CaseRun(self._decoder(), case, s.method, {p: s.placements[p] for p in placements},
+                             s.measure.decode_tokens, self._fpga, s.model.seed)
+            except torch.OutOfMemoryError as exc:
+                self._skip(run, base, placements, f"out of memory while setting up: {str(exc).splitlines()[0]}",
+                           need, free)
+                return
             for name in placements:
-                run.append({**base, "kind": WARMUP, "placement": name, **self._warmup(cr, s.placements[name])})
+                run.append({**base, "kind": WARMUP, "placement": name, "trial": None, **self._warmup(cr, name)})
+            idle_before = measure.idle_window(self.meters, s.measure.idle_s, self.device)
+            run.append({**base, "kind": IDLE, "placement": None, "trial": None, "phase": "before",
+                        "idle": {k: dataclasses.asdict(v) for k, v in idle_before.items()}})
+            trials: dict[str, list[dict[str, Any]]] = {p: [] for p in placements}
             for t in range(s.measure.trials):
                 for name in placements:
                     if (case.id, name, t) in done:
                         continue
                     self.reporter.advance(f"{case.id} {name} trial {t + 1}/{s.measure.trials}")
+                    if s.measure.cooldown_s:
+                        time.sleep(s.measure.cooldown_s)
                     started = utc_now()
-                    rec = self._trial(cr, s.placements[name])
-                    run.append({**base, "placement": name, "trial": t, "started": started, "ended": utc_now(),
-                                **rec})
+                    rec = self._trial(cr, name, idle_before)
+                    rec = {**base, "kind": TRIAL, "placement": name, "trial": t, "started": started,
+                           "ended": utc_now(), **rec}
+                    run.append(rec)
+                    trials[name].append(rec)
+            idle_after = measure.idle_window(self.meters, s.measure.idle_s, self.device)
+            run.append({**base, "kind": IDLE, "placement": None, "trial": None, "phase": "after",
+                        "idle": {k: dataclasses.asdict(v) for k, v in idle_after.items()}})
+            idle = {scope: merge_idle(idle_before[scope], idle_after[scope]) for scope in idle_before}
+            for name in placements:
+                if trials[name]:
+                    run.append({**base, "kind": SUMMARY, "placement": name, "trial": None,
+                                **self._summary(cr, name, trials[name], idle)})
+            if s.measure.composition and "baseline" in placements and trials["baseline"]:
+                run.append({**base, "kind": COMPOSITION, "placement": "baseline", "trial": None,
+                            **self._composition(cr, "baseline", trials["baseline"])})
         except BenchError:
             raise
         except Exception as exc:  # a failed case is recorded and the sweep goes on
@@ -194,189 +214,219 @@ class Runner:
             self.model = Decoder(m.shape(), DTYPES[m.dtype], self.device, seed=m.seed)
         return self.model
 
-    def _capacity(self, case: Case) -> int:
-        return case.context + self.suite.measure.decode_tokens
-
     def _memory_needed(self, case: Case) -> dict[str, int]:
         """Bytes a case needs on the device, by part (weights only if the model is not loaded yet)."""
         m = self.suite.model
         shape = m.shape()
         dtype_bytes = DTYPES[m.dtype].itemsize
-        cap = self._capacity(case)
-        method_cls = get_method(self.suite.method)
+        cap = case.context + self.suite.measure.decode_tokens
         need = {
             "weights": 0 if self.model is not None else shape.weight_params() * dtype_bytes,
             "kv_cache": case.batch * cap * shape.kv_bytes_per_token(dtype_bytes),
-            "method": method_cls.memory_bytes(case.params, shape, case.batch, cap, dtype_bytes),
+            "method": get_method(self.suite.method).memory_bytes(case.params, shape, case.batch, cap, dtype_bytes),
             # Logits and allocator slack.
             "workspace": case.batch * shape.vocab * 4 + (256 << 20),
         }
         need["total"] = sum(need.values())
         return need
 
-    def _setup_case(self, case: Case, placements: list[str]) -> _CaseRun:
-        s = self.suite
-        model = self._decoder()
-        cache = model.new_cache(case.batch, self._capacity(case))
-        method = get_method(s.method)(case.params)
-        method.attach(model, cache, s.model.seed)
-        model.fill_cache(cache, case.context, seed=s.model.seed + case.context, on_chunk=method.observe_fill)
-        method.fill_done(case.context)
-        backends = {}
-        for name in placements:
-            p = s.placements[name]
-            fpga_names = {d for d in p.steps.values() if d != "gpu"}
-            fpga = self._fpga(next(iter(fpga_names)), name) if fpga_names else None
-            backends[name] = PipelineAttention(method.with_kernels(p.kernels), p, fpga)
-        gen = torch.Generator(device="cpu").manual_seed(s.model.seed)
-        tokens = torch.randint(0, model.shape.vocab, (case.batch,), generator=gen).to(self.device)
-        return _CaseRun(case, cache, method, backends, tokens)
-
-    def _fpga_names(self) -> list[str]:
-        return sorted({d for p in self.suite.placements.values() for d in p.steps.values() if d != "gpu"})
-
-    def _fpga(self, name: str, placement: str) -> FpgaDevice:
-        """A fresh FPGA device for one placement (each placement keeps its own tape of offloads)."""
+    def _fpga(self, name: str) -> FpgaDevice:
+        """A fresh FPGA device (each placement keeps its own tape of offloads)."""
         cfg = self.suite.fpgas[name]
         return FpgaDevice(name, cfg.mode, resolve_spec(cfg.spec, self.suite.path.parent), self.device, cfg.wait,
                           cfg.functional, cfg.control, cfg.link, cfg.clock_mhz)
 
     # -- measurement ------------------------------------------------------------------------------------
 
-    def _iteration(self, cr: _CaseRun, backend: PipelineAttention, timeline: Timeline, replay: bool = True) -> None:
-        """Decode ``decode_tokens`` tokens from the filled context (identical work every time).
-
-        With ``replay`` False the FPGA evaluates and tapes its offloads instead (the functional pass).
-        """
-        model = self._decoder()
-        cr.cache.length = cr.case.context
-        cr.method.rewind(cr.case.context)
-        if backend.fpga is not None and replay:
-            backend.fpga.replay()
-        tok = cr.start_tokens
-        for _ in range(self.suite.measure.decode_tokens):
-            tok = model.decode_step(tok, cr.cache, backend, timeline)
-
-    def _timed(self, fn: Callable[[], None]) -> float:
+    def _timed(self, fn: Any) -> float:
         synchronize(self.device)
         t0 = time.perf_counter()
         fn()
         synchronize(self.device)
         return time.perf_counter() - t0
 
-    def _warmup(self, cr: _CaseRun, placement: Placement) -> dict[str, Any]:
-        """Functional pass (FPGA placements), first-call time, then the warm-up iterations."""
-        backend = cr.backends[placement.name]
-        null = NullTimeline()
-        out: dict[str, Any] = {"trial": None}
+    def _warmup(self, cr: CaseRun, name: str) -> dict[str, Any]:
+        """Functional pass, first-call time, warm-up iterations, graph capture, eager vs graphed."""
+        m = self.suite.measure
+        backend = cr.backends[name]
+        out: dict[str, Any] = {}
         fpga = backend.fpga
         if fpga is not None:
-            fpga.record()
-            functional_s = self._timed(lambda: self._iteration(cr, backend, null, replay=False))
-            out["functional_pass"] = {"seconds": functional_s, "mode": fpga.functional, "recall": fpga.recall,
-                                      "calls_per_iteration": fpga.taped_calls}
-        out["cold_s"] = self._timed(lambda: self._iteration(cr, backend, null))
-        out["warmup_s"] = [self._timed(lambda: self._iteration(cr, backend, null))
-                           for _ in range(self.suite.measure.warmup)]
+            seconds = self._timed(lambda: cr.iteration(name, replay=False))
+            per_it = fpga.tape_stats()
+            out["functional_pass"] = {"seconds": seconds, "mode": fpga.functional, "recall": fpga.recall,
+                                      "calls_per_iteration": per_it.calls}
+        out["cold_s"] = self._timed(lambda: cr.iteration(name))
+        out["warmup_s"] = [self._timed(lambda: cr.iteration(name)) for _ in range(m.warmup)]
+        cr.capture(name, m.cuda_graphs)
+        out["graphed"] = backend.graph is not None
+        out["eager_reason"] = backend.graph_reason
+        if backend.graph is not None:
+            n = max(m.min_iterations, 3)
+            eager = self._timed(lambda: [cr.iteration(name) for _ in range(n)]) / (n * cr.steps_per_iteration)
+            graphed = self._timed(lambda: [cr.run_once(name) for _ in range(n)]) / (n * cr.steps_per_iteration)
+            out["eager_vs_graphed"] = {"eager_ms_per_token": eager * 1e3, "graphed_ms_per_token": graphed * 1e3,
+                                       "iterations": n, "provenance": "measured"}
         return out
 
-    def _trial(self, cr: _CaseRun, placement: Placement) -> dict[str, Any]:
+    def _trial(self, cr: CaseRun, name: str, idle_before: dict[str, Any]) -> dict[str, Any]:
         """One trial: a measured window of whole iterations, then a per-section profile pass."""
         m = self.suite.measure
-        backend = cr.backends[placement.name]
+        backend = cr.backends[name]
         fpga = backend.fpga
-        null = NullTimeline()
-        meter = self.meters["gpu"]
-        if fpga is not None:
-            fpga.reset_stats()
-        meter.begin()
-        t0 = time.perf_counter()
-        iterations = 0
-        while iterations < m.min_iterations or time.perf_counter() - t0 < m.min_duration_s:
-            self._iteration(cr, backend, null)
-            iterations += 1
-        synchronize(self.device)
-        window = time.perf_counter() - t0
-        reading = meter.end()
-        stats = fpga.stats if fpga is not None else None
-        steps = iterations * m.decode_tokens
-        tokens = steps * cr.case.batch
+        w = measure.measure_window(lambda: cr.run_once(name), self.meters, self.device, m.min_duration_s,
+                                   m.min_iterations)
+        steps = w.iterations * cr.steps_per_iteration
+        tokens = w.iterations * cr.tokens_per_iteration
         mode = fpga.mode if fpga is not None else None
+        stats = cr.fpga_per_iteration(name)
+        modeled_s = stats.modeled_s * w.iterations if stats else 0.0
+        busy_s = stats.busy_s * w.iterations if stats else 0.0
         time_prov: Provenance = {"emulated": "emulated", "analytic": "analytic"}.get(mode or "", "measured")
         # In analytic mode nothing waited for the FPGA: its modeled time is added to the measured GPU time.
-        e2e = window + (stats.modeled_s if mode == "analytic" and stats else 0.0)
-        energy = self._energy(reading, fpga, stats, window, e2e, tokens, mode)
+        e2e = w.seconds + (modeled_s if mode == "analytic" else 0.0)
+        scopes = {"gpu": gpu_energy(w.readings["gpu"], mode, modeled_s, idle_before["gpu"].watts)}
+        if fpga is not None:
+            scopes["fpga"] = ScopeEnergy("fpga", fpga.energy_j(e2e, busy_s), "analytic", "modeled")
+        cpu = w.readings.get("cpu")
         rec: dict[str, Any] = {
             "status": "ok",
-            "iterations": iterations,
-            "decode_tokens": m.decode_tokens,
+            "iterations": w.iterations,
+            "decode_tokens": cr.decode_tokens,
             "batch": cr.case.batch,
             "context": cr.case.context,
-            "window_s": window,
+            "window_s": w.seconds,
+            "e2e_s": e2e,
+            "graphed": backend.graph is not None,
             "metrics": {
                 "latency_ms": figure(e2e / steps * 1e3, "ms/token", time_prov,
                                      note="time per decode step (one token per sequence)"),
                 "tokens_per_s": figure(tokens / e2e, "tokens/s", time_prov),
-                **energy,
+                **per_token_figures(total(scopes), tokens),
             },
-            "energy": {"gpu": reading.to_dict()},
+            "energy": {**{k: v.to_dict() for k, v in scopes.items()},
+                       "readings": {k: r.to_dict() for k, r in w.readings.items()},
+                       "cpu": None if cpu is None else ScopeEnergy("cpu", cpu.joules, cpu.provenance, cpu.method,
+                                                                   cpu.reason).to_dict()},
+            "gpu_state": {"before": w.state_before, "after": w.state_after},
             "model": self._model_info(),
+            "kernels": backend.placement.kernels,
         }
         if fpga is not None and stats is not None:
-            busy = stats.busy_s
-            rec["energy"]["fpga"] = {
-                "joules": fpga.energy_j(e2e, busy), "method": "modeled", "provenance": "analytic",
-                "static_power_w": fpga.model.static_power_w, "dynamic_power_w": fpga.model.dynamic_power_w,
-                "busy_s": busy, "seconds": e2e, "spec": str(fpga.spec_path)}
             rec["fpga"] = {"mode": fpga.mode, "wait": fpga.wait_where if fpga.mode == "emulated" else None,
-                           "calls_per_token": stats.calls / steps,
+                           "calls_per_token": stats.calls / cr.steps_per_iteration,
                            "modeled_us_per_call": {k: v * 1e6 for k, v in stats.per_call().items()},
-                           "recall": fpga.recall, "functional": fpga.functional}
-        rec["steps_ms"] = self._profile(cr, backend, time_prov)
+                           "busy_s": busy_s, "modeled_s": modeled_s, "recall": fpga.recall,
+                           "functional": fpga.functional, "static_power_w": fpga.model.static_power_w,
+                           "dynamic_power_w": fpga.model.dynamic_power_w}
+        rec["steps_ms"] = {
+            section: figure(sec * 1e3, "ms/token", time_prov if fpga is not None and section == "relevancy+retrieval"
+                            else "measured", device=fpga.name if fpga is not None and section == "relevancy+retrieval"
+                            else "gpu", timing="eager, per-section events" if self.device.type == "cuda"
+                            else "host clock")
+            for section, sec in measure.profile(cr, name, m.profile_iterations).items()}
+        limit = (w.state_after or {}).get("power_limit_w")
+        rec["validity"] = assess(ValidityInputs(
+            window_s=w.seconds, min_window_s=m.min_duration_s, iterations=w.iterations,
+            min_iterations=m.min_iterations, energy_requested=self.device.type == "cuda",
+            readings=[w.readings["gpu"]], requested_provenance="measured" if m.require_measured else None,
+            provenances={"latency": time_prov},
+            idle_power_w={"gpu": idle_before["gpu"].watts}, power_limit_w={"gpu": limit},
+            throttle_reasons=(w.state_after or {}).get("throttle_reasons"),
+        )).to_dict()
         return rec
 
-    def _energy(self, reading: Any, fpga: FpgaDevice | None, stats: Any, window: float, e2e: float, tokens: int,
-                mode: str | None) -> dict[str, Any]:
-        """Energy figures (accelerator scope: GPU + FPGA), labeled; null with a reason when unmeasurable."""
-        gpu_j = reading.joules
-        if gpu_j is None:
-            why = f"GPU energy unavailable: {reading.reason}"
-            return {"energy_j": figure(None, "J", "measured", why),
-                    "j_per_token": figure(None, "J/token", "measured", why),
-                    "tokens_per_j": figure(None, "tokens/J", "measured", why)}
-        prov: Provenance = "measured"
-        total = gpu_j
-        components = {"gpu": {"joules": gpu_j, "provenance": "emulated" if mode == "emulated" else "measured"}}
-        if fpga is not None:
-            if mode == "analytic":
-                why = ("analytic energy needs the GPU's idle power while it waits for the FPGA, "
-                       "which is not measured in this version")
-                return {"energy_j": figure(None, "J", "analytic", why),
-                        "j_per_token": figure(None, "J/token", "analytic", why),
-                        "tokens_per_j": figure(None, "tokens/J", "analytic", why)}
-            fpga_j = fpga.energy_j(e2e, stats.busy_s)
-            components["fpga"] = {"joules": fpga_j, "provenance": "analytic"}
-            total += fpga_j
-            prov = "emulated" if mode == "emulated" else "measured"
-        return {"energy_j": figure(total, "J", prov, scope="accel_total", components=components),
-                "j_per_token": figure(total / tokens, "J/token", prov, scope="accel_total"),
-                "tokens_per_j": figure(tokens / total, "tokens/J", prov, scope="accel_total")}
+    def _summary(self, cr: CaseRun, name: str, trials: list[dict[str, Any]], idle: dict[str, Any]) -> dict[str, Any]:
+        """Statistics over the trials, gross / idle / net energy by scope, and the placement's validity."""
+        def series(metric: str) -> list[float] | None:
+            vals = [t["metrics"][metric]["value"] for t in trials]
+            return None if any(v is None for v in vals) else vals
 
-    def _profile(self, cr: _CaseRun, backend: PipelineAttention, time_prov: Provenance) -> dict[str, Any]:
-        """Per-section time per decode step (ms) from a pass with device events (host clock on a CPU)."""
+        stats = {}
+        for metric in ("latency_ms", "tokens_per_s", "j_per_token", "tokens_per_j"):
+            vals = series(metric)
+            stats[metric] = dataclasses.asdict(summarize(vals)) if vals else None
+        fpga = cr.backends[name].fpga
+        idle_w = {scope: r.watts for scope, r in idle.items()}
+        if fpga is not None:
+            idle_w["fpga"] = fpga.model.static_power_w  # modeled: the card's static power
+        energy: dict[str, Any] = {}
+        for scope in ("gpu", "fpga", "cpu"):
+            per = [(t["energy"].get(scope) or {}).get("joules") for t in trials]
+            if scope not in idle_w or (all(p is None for p in per) and scope == "fpga"):
+                continue
+            gross = [p / (t["iterations"] * cr.tokens_per_iteration) if p is not None else None
+                     for p, t in zip(per, trials, strict=True)]
+            net = [net_energy(p, idle_w.get(scope), t["e2e_s"]) for p, t in zip(per, trials, strict=True)]
+            net = [n / (t["iterations"] * cr.tokens_per_iteration) if n is not None else None
+                   for n, t in zip(net, trials, strict=True)]
+            energy[scope] = {
+                "gross_j_per_token": _mean(gross), "idle_w": idle_w.get(scope),
+                "idle_provenance": "analytic" if scope == "fpga" else "measured",
+                "net_j_per_token": _mean(net),
+                "idle_warnings": list(idle[scope].warnings) if scope in idle else [],
+                "idle_reason": idle[scope].reason if scope in idle else None,
+            }
+        parts = [energy[s] for s in ("gpu", "fpga") if s in energy]
+        energy[ACCEL] = {
+            "gross_j_per_token": _sum([p["gross_j_per_token"] for p in parts]),
+            "idle_w": _sum([p["idle_w"] for p in parts]),
+            "net_j_per_token": _sum([p["net_j_per_token"] for p in parts]),
+            "components": [s for s in ("gpu", "fpga") if s in energy],
+        }
+        summaries = {k: summarize(v) for k in ("latency_ms", "j_per_token") if (v := series(k))}
+        invalid = [f"trial {t['trial']}: {r}" for t in trials for r in t["validity"]["reasons"]]
+        validity = assess(ValidityInputs(summaries=summaries))
+        return {
+            "trials": len(trials),
+            "stats": stats,
+            "energy_by_scope": energy,
+            "validity": {"status": "INVALID" if invalid or not validity.valid else "VALID",
+                         "reasons": invalid + list(validity.reasons),
+                         "warnings": sorted({w for t in trials for w in t["validity"]["warnings"]}
+                                            | set(validity.warnings))},
+        }
+
+    def _composition(self, cr: CaseRun, name: str, trials: list[dict[str, Any]]) -> dict[str, Any]:
+        """Compose end-to-end time (and energy) from per-step measurements; compare with the direct runs."""
         m = self.suite.measure
-        timeline = profiling_timeline(self.device)
-        for _ in range(m.profile_iterations):
-            self._iteration(cr, backend, timeline)
-        totals = timeline.totals()
-        steps = m.profile_iterations * m.decode_tokens
-        out = {}
-        for name, seconds in totals.items():
-            on_fpga = backend.fpga is not None and name == "relevancy+retrieval"
-            prov: Provenance = time_prov if on_fpga else "measured"
-            out[name] = figure(seconds / steps * 1e3, "ms/token", prov,
-                               device=backend.fpga.name if on_fpga and backend.fpga else "gpu")
-        return out
+        direct_s = _mean([t["e2e_s"] / (t["iterations"] * cr.steps_per_iteration) for t in trials])
+        direct_j = _mean([t["energy"]["gpu"]["joules"] / (t["iterations"] * cr.steps_per_iteration)
+                          if t["energy"]["gpu"]["joules"] is not None else None for t in trials])
+        graphed = cr.backends[name].graph is not None
+        if self.device.type == "cuda" and graphed:
+            costs = measure.section_costs(cr, name, self.meters["gpu"], m.min_duration_s, m.min_iterations)
+            steps = {k: {"ms_per_token": c.seconds_per_step * 1e3,
+                         "mj_per_token": None if c.joules_per_step is None else c.joules_per_step * 1e3,
+                         "replays": c.replays, "window_s": c.window_s, "reason": c.reason}
+                     for k, c in costs.items()}
+            composed_s = sum(c.seconds_per_step for c in costs.values())
+            joules = [c.joules_per_step for c in costs.values()]
+            composed_j = None if any(j is None for j in joules) else sum(joules)  # type: ignore[misc]
+            method = "each section's CUDA graphs replayed alone inside its own energy window"
+        else:
+            prof = [measure.profile(cr, name, m.profile_iterations)]
+            steps = {k: {"ms_per_token": v * 1e3} for k, v in prof[0].items()}
+            composed_s = sum(prof[0].values())
+            composed_j = None
+            method = ("sum of per-section times from a profile pass (host clock)" if self.device.type != "cuda"
+                      else "sum of per-section event times of an eager profile pass (placement not graphed)")
+        time_err = composed_s / direct_s - 1 if direct_s else None
+        energy_err = composed_j / direct_j - 1 if composed_j is not None and direct_j else None
+        return {
+            "method": method,
+            "steps": steps,
+            "direct_ms_per_token": direct_s * 1e3 if direct_s else None,
+            "composed_ms_per_token": composed_s * 1e3,
+            "time_error": time_err,
+            "direct_mj_per_step": None if direct_j is None else direct_j * 1e3,
+            "composed_mj_per_step": None if composed_j is None else composed_j * 1e3,
+            "energy_error": energy_err,
+            "energy_reason": None if energy_err is not None else (
+                "no GPU energy meter" if direct_j is None else "per-section energy unavailable on this path"),
+            "targets": {"time": 0.05, "energy": 0.10},
+            "provenance": "measured",
+        }
 
     def _model_info(self) -> dict[str, Any]:
         m = self.suite.model
@@ -384,6 +434,15 @@ class Runner:
         full = PRESETS[m.preset].layers if m.preset else shape.layers
         return {"name": shape.name, "layers": shape.layers, "layers_of_preset": full, "dtype": m.dtype,
                 "weights": "synthetic (seeded)", "seed": m.seed}
+
+
+def _mean(xs: list[float | None]) -> float | None:
+    vals = [x for x in xs if x is not None]
+    return sum(vals) / len(vals) if vals and len(vals) == len(xs) else None
+
+
+def _sum(xs: list[float | None]) -> float | None:
+    return None if not xs or any(x is None for x in xs) else sum(x for x in xs if x is not None)
 
 
 def _gib(n: int | None) -> str:

@@ -3,7 +3,8 @@
 ``results/<suite>/<run-id>/run.json`` holds the suite as run and the provenance of the run;
 ``records.jsonl`` holds one JSON record per line, appended, flushed and fsynced as each finishes, and
 never rewritten, so a run killed at any point (even by SIGKILL) keeps every completed record. A torn last
-line (a write cut short) is skipped with a warning when reading.
+line (a write cut short by a kill) is skipped with a warning when reading, and cut before a resumed run
+appends; damage anywhere else is an error.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class RunDir:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._tail_checked = False
 
     @property
     def run_json(self) -> Path:
@@ -95,10 +97,26 @@ class RunDir:
     def append(self, record: dict[str, Any]) -> None:
         """Append one record as a JSON line; flushed and fsynced before returning."""
         line = json.dumps(record, default=str, allow_nan=False)
+        if not self._tail_checked:
+            self._tail_checked = True
+            self._drop_torn_tail()
         with open(self.records_path, "a", encoding="utf-8") as fh:
             fh.write(line + "\n")
             fh.flush()
             os.fsync(fh.fileno())
+
+    def _drop_torn_tail(self) -> None:
+        """Cut an incomplete last line (a write killed mid-way) before appending after it.
+
+        Only bytes after the last newline go: they never formed a record, so no record is touched.
+        """
+        if not self.records_path.exists():
+            return
+        data = self.records_path.read_bytes()
+        end = data.rfind(b"\n") + 1
+        if end < len(data):
+            warnings.warn(f"{self.records_path}: dropped a torn last record (the run was interrupted)", stacklevel=3)
+            os.truncate(self.records_path, end)
 
     def records(self) -> list[dict[str, Any]]:
         """Every complete record; a torn last line is skipped with a warning."""
@@ -114,12 +132,12 @@ class RunDir:
                 continue
             try:
                 yield json.loads(line)
-            except json.JSONDecodeError:
-                if i == len(lines) - 1:
-                    warnings.warn(f"{self.records_path}: skipped a torn last record (the run was interrupted)",
-                                  stacklevel=2)
-                else:
-                    raise UsageError(f"{self.records_path}:{i + 1}: corrupt record") from None
+            except json.JSONDecodeError as exc:
+                if i < len(lines) - 1:
+                    raise UsageError(f"{self.records_path}:{i + 1}: corrupt record ({exc.msg})") from None
+                # A last line cut short by a kill: it never formed a record, so nothing complete is lost.
+                warnings.warn(f"{self.records_path}:{i + 1}: skipped a torn last record (the run was interrupted)",
+                              stacklevel=2)
 
 
 def find_runs(root: Path) -> list[RunDir]:

@@ -84,7 +84,9 @@ class FpgaConfig:
     control: Literal["host-started", "auto-restart", "free-running"] = param(
         "host-started", help="kernel control mode, which sets the per-call launch overhead",
         source="hardware.md: launch overhead is a design choice (UG1393)")
-    link: Literal["p2p", "host"] = param("p2p", help="GPU<->FPGA path: peer-to-peer or staged through host memory")
+    link: Literal["p2p", "host", "network"] | None = param(
+        None, help="GPU<->FPGA path: p2p (peer-to-peer PCIe), host (staged through host memory) or network; "
+                   "default: the spec's")
     clock_mhz: float | None = param(None, min=1.0, max=1000.0, help="kernel clock override (spec default otherwise)")
 
 
@@ -99,6 +101,12 @@ class MeasureConfig:
                                   source="measurement.md: >= 1 s keeps NVML counter quantization under 10%")
     min_iterations: int = param(3, min=1, help="a trial repeats at least this many iterations")
     profile_iterations: int = param(1, min=1, help="iterations of the per-step profile pass after each trial")
+    idle_s: float = param(10.0, min=0.0, help="idle-power window before and after each case's trials (0: none)",
+                          source="measurement.md section 6: idle in the run's state, before and after")
+    cooldown_s: float = param(0.0, min=0.0, help="pause before each trial, so heat from the last one fades")
+    cuda_graphs: bool = param(True, help="replay each iteration as a CUDA graph where the placement allows it")
+    composition: bool = param(True, help="check that per-step measurements compose to the measured baseline")
+    require_measured: bool = param(False, help="mark records INVALID when any figure is emulated or analytic")
 
 
 @dataclass(frozen=True)

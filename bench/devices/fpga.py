@@ -54,7 +54,7 @@ class FpgaCall:
 
 @dataclass
 class OffloadStats:
-    """What the FPGA did during the replayed (measured) calls since the last reset."""
+    """Modeled FPGA work: calls, total modeled time, kernel-busy time, and time by part (seconds)."""
 
     calls: int = 0
     modeled_s: float = 0.0
@@ -90,12 +90,12 @@ class FpgaDevice:
         wait: ``host`` or ``device`` (emulated mode only; see :class:`bench.timeline.FpgaWait`).
         functional: ``reference`` (PyTorch, exact integers) or ``csim`` (the HLS kernels through g++).
         control: Kernel control mode: ``host-started``, ``auto-restart`` or ``free-running``.
-        link: ``p2p`` (GPU<->FPGA peer-to-peer) or ``host`` (staged through host memory).
+        link: ``p2p`` (peer-to-peer PCIe), ``host`` (staged through host memory), ``network``; None: the spec's.
         clock_mhz: Kernel clock override; the spec's default otherwise.
     """
 
     def __init__(self, name: str, mode: str, spec_path: Path, torch_device: torch.device, wait: str = "host",
-                 functional: str = "reference", control: str = "host-started", link: str = "p2p",
+                 functional: str = "reference", control: str = "host-started", link: str | None = None,
                  clock_mhz: float | None = None) -> None:
         from kernels_fpga.model import FpgaModel
         from kernels_fpga.spec import load_spec
@@ -107,12 +107,12 @@ class FpgaDevice:
         self.spec = load_spec(spec_path)
         self.model = FpgaModel(self.spec, clock_hz=clock_mhz * 1e6 if clock_mhz else None, control=control,
                                link=link)
-        self.control, self.link, self.wait_where = control, link, wait
+        self.control, self.wait_where = control, wait
+        self.link = link or self.spec.default_link
         self.waiter = FpgaWait(torch_device, wait) if mode == "emulated" else None
         self._tape: list[tuple[Selection, float, float, dict[str, float]]] = []
         self._cursor = 0
         self._recording = True
-        self.stats = OffloadStats()
         self.recall_sum, self.recall_n = 0.0, 0
 
     def record(self) -> None:
@@ -128,14 +128,19 @@ class FpgaDevice:
         self._recording = False
         self._cursor = 0
 
-    def reset_stats(self) -> None:
-        """Zero the counters of replayed calls (at the start of a measured window)."""
-        self.stats = OffloadStats()
+    def tape_stats(self) -> OffloadStats:
+        """What the FPGA does in one replayed iteration: calls, modeled time, busy time and its parts.
 
-    @property
-    def taped_calls(self) -> int:
-        """Offloads taped by the last functional pass (calls per iteration)."""
-        return len(self._tape)
+        Every iteration replays the same tape, so a window of n iterations costs n times this.
+        """
+        stats = OffloadStats()
+        for _, total, busy, parts in self._tape:
+            stats.calls += 1
+            stats.modeled_s += total
+            stats.busy_s += busy
+            for k, v in parts.items():
+                stats.parts_s[k] = stats.parts_s.get(k, 0.0) + v
+        return stats
 
     @property
     def recall(self) -> float | None:
@@ -146,16 +151,10 @@ class FpgaDevice:
                 recall: Callable[[Selection, Selection], float]) -> Selection:
         """Run the fused offloaded steps: evaluate and tape them, or replay the tape and stall the timeline."""
         if not self._recording:
-            sel, total, busy, parts = self._tape[self._cursor]
+            sel, total, _, _ = self._tape[self._cursor]
             self._cursor = (self._cursor + 1) % len(self._tape)
             if self.waiter is not None:
                 self.waiter.wait(total)
-            s = self.stats
-            s.calls += 1
-            s.modeled_s += total
-            s.busy_s += busy
-            for k, v in parts.items():
-                s.parts_s[k] = s.parts_s.get(k, 0.0) + v
             return sel
         call = make_call()
         sel = call.csim() if self.functional == "csim" else call.reference()
@@ -184,7 +183,7 @@ class FpgaDevice:
             "mode": self.mode,
             "spec": str(self.spec_path),
             "spec_sha256": hashlib.sha256(self.spec_path.read_bytes()).hexdigest(),
-            "part": self.spec.value("part") if _has(self.spec, "part") else None,
+            "part": self.spec.value("part") if self.spec.has("part") else None,
             "clock_hz": self.model.clock_hz,
             "control": self.control,
             "link": self.link,
@@ -194,14 +193,6 @@ class FpgaDevice:
             "dynamic_power_w": self.model.dynamic_power_w,
             "energy_method": "modeled (static x wall time + dynamic x busy time)",
         }
-
-
-def _has(spec: Any, key: str) -> bool:
-    try:
-        spec.value(key)
-    except (KeyError, UsageError):
-        return False
-    return True
 
 
 def _hardware_missing() -> str:

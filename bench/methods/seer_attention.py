@@ -249,8 +249,8 @@ class SeerAttentionR(SparseAttentionMethod):
 
             if n == 0:
                 return empty
-            qn = q_q.reshape(rows, d).cpu().numpy()
-            kn = keys_q[:, :, :n].reshape(rows, n, d).cpu().numpy()
+            qn = q_q.reshape(rows, d).contiguous().cpu().numpy()
+            kn = keys_q[:, :, :n].reshape(rows, n, d).contiguous().cpu().numpy()
             idx, _ = fpga_csim.relevancy_topk(qn, kn, min(k, n))
             blocks = torch.from_numpy(idx).to(index.keys.device).long().view(b, hkv, -1)
             return BlockSelection(_pad(blocks[..., : min(k, n)], k))
