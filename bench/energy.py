@@ -40,7 +40,8 @@ class ScopeEnergy:
         return {"joules": self.joules, "provenance": self.provenance, "method": self.method, "reason": self.reason}
 
 
-def gpu_energy(reading: EnergyReading, mode: str | None, modeled_fpga_s: float, gpu_idle_w: float | None) -> ScopeEnergy:
+def gpu_energy(reading: EnergyReading, mode: str | None, modeled_fpga_s: float,
+               gpu_idle_w: float | None) -> ScopeEnergy:
     """The GPU's energy for a trial, given how the FPGA (if any) was present.
 
     Args:

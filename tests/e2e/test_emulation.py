@@ -55,7 +55,8 @@ def test_analytic_mode_adds_the_modeled_time_without_waiting(write_suite, slow_s
 
 
 def test_functional_pass_reports_recall_and_csim_agrees(write_suite, tmp_path):
-    text = write_suite().read_text().replace("{mode: emulated, spec: u55c}", "{mode: emulated, spec: u55c, functional: csim}")
+    text = write_suite().read_text().replace("{mode: emulated, spec: u55c}",
+                                             "{mode: emulated, spec: u55c, functional: csim}")
     path = tmp_path / "csim.yaml"
     path.write_text(text)
     run = Runner(load_suite(path), tmp_path / "out").run()
