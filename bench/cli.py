@@ -81,6 +81,21 @@ class _RichReporter:
         _say(self.progress.console, message)
 
 
+class Scope(str, Enum):
+    """Energy scopes."""
+
+    accel_total = "accel_total"
+    gpu = "gpu"
+    fpga = "fpga"
+    cpu = "cpu"
+
+
+class ExportFormat(str, Enum):
+    """Export formats."""
+
+    csv = "csv"
+
+
 @app.command()
 @_errors
 def run(
@@ -128,27 +143,37 @@ def compare(
     run_dir: Annotated[str | None, typer.Option("--run", help="run directory or id (default: the latest run)")] = None,
     results: Annotated[Path, typer.Option("--results", help="results root to search")] = RESULTS,
     markdown: Annotated[bool, typer.Option("--markdown", help="print a Markdown table")] = False,
+    scope: Annotated[Scope, typer.Option("--scope", help="energy scope to compare")] = Scope.accel_total,
+    allow_mixed: Annotated[bool, typer.Option("--allow-mixed-boundaries",
+                                              help="compare energy figures that cover different boundaries")] = False,
+    check_composition: Annotated[bool, typer.Option(
+        "--check-composition", help="also show per-step measurements composed vs the direct run")] = False,
 ) -> None:
     """Print speedup and energy reduction of OTHER over BASELINE per case, with 95% intervals."""
     from bench.compare import compare as do_compare
-    from bench.report.tables import comparison_markdown, comparison_table
+    from bench.report import tables
     from bench.store import resolve_run
 
     r = resolve_run(run_dir, results)
     meta = r.meta()
-    rows = do_compare(r.records(), baseline, other)
+    records = r.records()
+    rows = do_compare(records, baseline, other, scope=scope.value, allow_mixed_boundaries=allow_mixed)
     device = (meta.get("gpu") or {}).get("name", "?")
-    title = f"{meta.get('suite_name')} run {r.run_id} on {device}: {other} vs {baseline}"
+    title = f"{meta.get('suite_name')} run {r.run_id} on {device}: {other} vs {baseline} (energy: {scope.value})"
     if markdown:
-        _say(out, comparison_markdown(rows, baseline, other, title))
+        _say(out, tables.comparison_markdown(rows, baseline, other, title))
     else:
-        out.print(comparison_table(rows, baseline, other, title))
-
-
-class ExportFormat(str, Enum):
-    """Export formats."""
-
-    csv = "csv"
+        out.print(tables.comparison_table(rows, baseline, other, title))
+    if check_composition:
+        comp = [x for x in records if x.get("kind") == "composition"]
+        if not comp:
+            raise BenchError("this run has no composition checks (measure.composition: true and a 'baseline' "
+                             "placement make them)")
+        ctitle = f"composition check ({comp[0]['placement']}): per-step measurements composed vs measured directly"
+        if markdown:
+            _say(out, tables.composition_markdown(comp, ctitle))
+        else:
+            out.print(tables.composition_table(comp, ctitle))
 
 
 @app.command()

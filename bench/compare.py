@@ -11,8 +11,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
+from bench.energy import ACCEL
 from bench.errors import UsageError
-from bench.records import SKIPPED, TRIAL, reason, value
+from bench.records import SKIPPED, TRIAL, value
 from bench.stats import RatioEstimate, Summary, bootstrap_ratio, summarize
 
 
@@ -55,6 +56,8 @@ class CaseComparison:
         speedup: Latency ratio baseline / other with its interval, or None.
         energy_reduction: J/token ratio baseline / other with its interval, or None.
         note: Why the case could not be compared (skipped, failed, missing), if so.
+        baseline_validity: VALID/INVALID with reasons for the baseline side (from its summary record).
+        other_validity: The same for the compared side.
     """
 
     case_id: str
@@ -64,18 +67,38 @@ class CaseComparison:
     speedup: RatioEstimate | None
     energy_reduction: RatioEstimate | None
     note: str | None = None
+    baseline_validity: dict[str, Any] | None = None
+    other_validity: dict[str, Any] | None = None
 
 
-def placement_result(placement: str, trials: list[dict[str, Any]]) -> PlacementResult:
-    """Summarize one placement's trial records of one case (in trial order)."""
+def j_per_token(rec: dict[str, Any], scope: str) -> tuple[float | None, str | None, str | None]:
+    """(J/token, provenance, reason if None) of a trial record for an energy scope.
+
+    ``accel_total`` is the record's headline figure; ``gpu``, ``fpga`` and ``cpu`` come from its per-scope
+    energies divided by the trial's output tokens.
+    """
+    if scope == ACCEL:
+        fig = rec["metrics"]["j_per_token"]
+        return fig["value"], fig["provenance"], fig.get("reason")
+    part = (rec.get("energy") or {}).get(scope)
+    if not part:
+        return None, None, f"no {scope} scope in this placement"
+    if part.get("joules") is None:
+        return None, part.get("provenance"), part.get("reason") or f"{scope} energy unavailable"
+    tokens = rec["iterations"] * rec["decode_tokens"] * rec["batch"]
+    return part["joules"] / tokens, part.get("provenance"), None
+
+
+def placement_result(placement: str, trials: list[dict[str, Any]], scope: str = ACCEL) -> PlacementResult:
+    """Summarize one placement's trial records of one case (in trial order) for an energy scope."""
     trials = sorted(trials, key=lambda r: r["trial"])
     lat = [value(r, "latency_ms") for r in trials]
-    jpt = [value(r, "j_per_token") for r in trials]
+    energy = [j_per_token(r, scope) for r in trials]
+    jpt = [e[0] for e in energy]
     energy_ok = all(v is not None for v in jpt)
-    why = None if energy_ok else next((reason(r, "j_per_token") for r in trials if value(r, "j_per_token") is None),
-                                      "energy unavailable")
+    why = None if energy_ok else next(e[2] for e in energy if e[0] is None)
     lat_prov = {r["metrics"]["latency_ms"]["provenance"] for r in trials}
-    en_prov = {r["metrics"]["j_per_token"]["provenance"] for r in trials}
+    en_prov = {str(e[1]) for e in energy}
     return PlacementResult(
         placement=placement,
         trials=len(trials),
@@ -89,11 +112,21 @@ def placement_result(placement: str, trials: list[dict[str, Any]]) -> PlacementR
     )
 
 
-def compare(records: list[dict[str, Any]], baseline: str, other: str, seed: int = 0) -> list[CaseComparison]:
+def compare(records: list[dict[str, Any]], baseline: str, other: str, seed: int = 0, scope: str = ACCEL,
+            allow_mixed_boundaries: bool = False) -> list[CaseComparison]:
     """Compare placement ``other`` with ``baseline`` on every case of a run's records.
 
+    Args:
+        records: A run's records.
+        baseline: Reference placement.
+        other: Compared placement.
+        seed: Seed of the bootstrap.
+        scope: Energy scope compared (``accel_total``, ``gpu``, ``fpga`` or ``cpu``).
+        allow_mixed_boundaries: Compare even when the two sides' energy boundaries differ.
+
     Raises:
-        UsageError: If either placement does not appear in the records.
+        UsageError: If either placement does not appear in the records, or the energy boundaries differ
+            and ``allow_mixed_boundaries`` is not set.
     """
     placements = {r["placement"] for r in records if r.get("placement")}
     for name in (baseline, other):
@@ -102,8 +135,11 @@ def compare(records: list[dict[str, Any]], baseline: str, other: str, seed: int 
     by_case: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     case_values: dict[str, dict[str, Any]] = {}
     notes: dict[str, str] = {}
+    validity: dict[tuple[str, str], dict[str, Any]] = {}
     for r in records:
         case_values.setdefault(r["case_id"], r.get("case", {}))
+        if r.get("kind") == "summary":
+            validity[(r["case_id"], r["placement"])] = r["validity"]
         if r.get("kind") == TRIAL and r.get("placement") in (baseline, other):
             by_case[r["case_id"]][r["placement"]].append(r)
         elif r.get("kind") == SKIPPED and r.get("placement") in (baseline, other):
@@ -117,10 +153,27 @@ def compare(records: list[dict[str, Any]], baseline: str, other: str, seed: int 
             out.append(CaseComparison(case_id, values, None, None, None, None,
                                       notes.get(case_id, "no trials for one of the placements")))
             continue
-        a = placement_result(baseline, trials[baseline])
-        b = placement_result(other, trials[other])
+        _check_boundaries(case_id, trials[baseline] + trials[other], scope, allow_mixed_boundaries)
+        a = placement_result(baseline, trials[baseline], scope)
+        b = placement_result(other, trials[other], scope)
         speedup = bootstrap_ratio(a.latency_samples, b.latency_samples, paired=True, seed=seed)
         energy = (bootstrap_ratio(a.energy_samples, b.energy_samples, paired=True, seed=seed)
                   if a.energy_samples and b.energy_samples else None)
-        out.append(CaseComparison(case_id, values, a, b, speedup, energy, notes.get(case_id)))
+        out.append(CaseComparison(case_id, values, a, b, speedup, energy, notes.get(case_id),
+                                  validity.get((case_id, baseline)), validity.get((case_id, other))))
     return out
+
+
+def boundary(rec: dict[str, Any], scope: str) -> str:
+    """The energy boundary of a trial record: what its energy figure covers (and the meters behind it)."""
+    if scope == ACCEL:
+        fig = rec["metrics"]["j_per_token"]
+        return f"{fig.get('scope', ACCEL)}"
+    return scope
+
+
+def _check_boundaries(case_id: str, trials: list[dict[str, Any]], scope: str, allow: bool) -> None:
+    kinds = {boundary(r, scope) for r in trials}
+    if len(kinds) > 1 and not allow:
+        raise UsageError(f"{case_id}: the energy figures cover different boundaries ({', '.join(sorted(kinds))}); "
+                         "compare one boundary (--scope) or pass --allow-mixed-boundaries")
