@@ -19,7 +19,8 @@ def test_ci_runs_the_readme_test_command():
     readme = Path("README.md").read_text()
     test_cmds = [b for b in _blocks(readme) if "pytest" in b and b.count("\n") == 0]
     assert len(test_cmds) == 1
-    ci = [line for line in Path(".ci/run").read_text().splitlines() if line and not line.startswith(("#", "set ", "cd "))]
+    lines = Path(".ci/run").read_text().splitlines()
+    ci = [line for line in lines if line and not line.startswith(("#", "set ", "cd "))]
     assert ci == [test_cmds[0]]
 
 
