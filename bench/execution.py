@@ -2,15 +2,20 @@
 
 An *iteration* decodes ``decode_tokens`` tokens from the filled context; every iteration does identical
 work (the cache length and the method's index are rewound first), so iterations can be repeated to fill a
-measurement window and, on a GPU, captured once in a CUDA graph and replayed. A placement is captured
-when everything in its iteration can be: on CUDA, with no host-side FPGA wait (a host wait synchronizes
-the device, which a graph cannot hold).
+measurement window and, on a GPU, captured once and replayed.
+
+A captured iteration is a :class:`ReplayPlan`: CUDA graphs, separated by host-side FPGA waits where the
+placement has them. A placement whose FPGA is waited for on the host (synchronize, wait, continue: an
+XRT-driven card) replays its GPU work as graph segments between the waits, so the GPU side is as free of
+launch overhead as the all-GPU baseline's single graph, and the comparison is fair.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -18,11 +23,48 @@ from bench.devices.fpga import FpgaDevice, OffloadStats
 from bench.methods import get_method
 from bench.methods.attention import PipelineAttention, SparseAttentionMethod
 from bench.model.decoder import Decoder, KVCache
-from bench.pipeline import Placement
+from bench.pipeline import FUSED, Placement
 from bench.suite import Case
-from bench.timeline import NullTimeline, Timeline, synchronize
+from bench.timeline import FpgaWait, NullTimeline, Timeline, synchronize
 
 _NULL = NullTimeline()
+
+
+@dataclass
+class ReplayPlan:
+    """A captured iteration: CUDA graphs, and host-side FPGA waits between them.
+
+    Attributes:
+        steps: ``("graph", CUDAGraph)`` or ``("wait", seconds)``, in order.
+        events: (section, start, end) CUDA events recorded inside the graphs (profiled plans only).
+        waiter: Performs the host-side waits.
+    """
+
+    steps: list[tuple[str, Any]] = field(default_factory=list)
+    events: list[tuple[str, torch.cuda.Event, torch.cuda.Event]] = field(default_factory=list)
+    waiter: FpgaWait | None = None
+
+    @property
+    def segments(self) -> int:
+        """Number of graph segments."""
+        return sum(1 for kind, _ in self.steps if kind == "graph")
+
+    def replay(self) -> None:
+        """Replay the iteration."""
+        for kind, step in self.steps:
+            if kind == "graph":
+                step.replay()
+            else:
+                assert self.waiter is not None
+                self.waiter.wait(step)
+
+    def section_seconds(self) -> dict[str, float]:
+        """Seconds per section of the last replay (profiled plans; synchronizes)."""
+        torch.cuda.synchronize()
+        out: dict[str, float] = {}
+        for name, start, end in self.events:
+            out[name] = out.get(name, 0.0) + start.elapsed_time(end) / 1e3
+        return out
 
 
 @dataclass
@@ -32,19 +74,25 @@ class Backend:
     Attributes:
         placement: The placement.
         attention: The decoder attention backend running the method's steps there.
-        graph: The captured iteration, when the placement runs under CUDA graphs.
-        graph_reason: Why the placement runs eagerly (None when it is graphed).
+        plan: The captured iteration, when the placement runs under CUDA graphs.
+        eager_reason: Why the placement runs eagerly (None when it is captured).
     """
 
     placement: Placement
     attention: PipelineAttention
-    graph: torch.cuda.CUDAGraph | None = None
-    graph_reason: str | None = None
+    plan: ReplayPlan | None = None
+    eager_reason: str | None = None
 
     @property
     def fpga(self) -> FpgaDevice | None:
         """The FPGA device this placement offloads to, if any."""
         return self.attention.fpga
+
+    @property
+    def host_waits(self) -> bool:
+        """Whether the placement waits for its FPGA on the host (which splits its graphs)."""
+        f = self.fpga
+        return f is not None and f.mode == "emulated" and f.wait_where == "host"
 
 
 class CaseRun:
@@ -78,6 +126,7 @@ class CaseRun:
             fpga = make_fpga(fpga_names[0]) if fpga_names else None
             self.backends[name] = Backend(p, PipelineAttention(self.method.with_kernels(p.kernels), p, fpga))
         self._pool = torch.cuda.graph_pool_handle() if model.device.type == "cuda" else None
+        self._profiled: dict[str, ReplayPlan] = {}
 
     @property
     def device(self) -> torch.device:
@@ -112,10 +161,10 @@ class CaseRun:
             tok = self.model.decode_step(tok, self.cache, backend.attention, timeline)
 
     def run_once(self, name: str) -> None:
-        """One iteration: the graph's replay when captured, else eagerly."""
-        graph = self.backends[name].graph
-        if graph is not None:
-            graph.replay()
+        """One iteration: the captured plan's replay when there is one, else eagerly."""
+        plan = self.backends[name].plan
+        if plan is not None:
+            plan.replay()
         else:
             self.iteration(name)
 
@@ -125,69 +174,141 @@ class CaseRun:
         return fpga.tape_stats() if fpga is not None else None
 
     def capture(self, name: str, enabled: bool) -> None:
-        """Capture placement ``name``'s iteration in a CUDA graph if ``enabled`` and possible.
+        """Capture placement ``name``'s iteration as a replay plan if ``enabled`` and on CUDA.
 
         Call after the functional pass and a warm-up iteration (kernels compiled, handles created).
         """
         backend = self.backends[name]
-        backend.graph_reason = self._not_capturable(backend, enabled)
-        if backend.graph_reason is not None:
-            return
+        if not enabled:
+            backend.eager_reason = "CUDA graphs disabled (measure.cuda_graphs: false)"
+        elif self.device.type != "cuda":
+            backend.eager_reason = "CUDA graphs need a CUDA GPU"
+        else:
+            backend.plan = self._capture(name, profile=False)
+
+    def profiled_plan(self, name: str) -> ReplayPlan:
+        """The iteration captured with a CUDA event at every section boundary (built once)."""
+        if name not in self._profiled:
+            self._profiled[name] = self._capture(name, profile=True)
+        return self._profiled[name]
+
+    def _capture(self, name: str, profile: bool) -> ReplayPlan:
+        backend = self.backends[name]
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(side):  # warm up on the capture stream, as torch.cuda.graph requires
+        with torch.cuda.stream(side):  # warm up on the capture stream, as graph capture requires
             self.iteration(name)
+        side.synchronize()
+        fpga = backend.fpga if backend.host_waits else None
+        capture = _Capture(self._pool, fpga, profile)
+        with torch.cuda.stream(side):
+            capture.begin()
+            self.iteration(name, capture)
+            capture.finish()
         torch.cuda.current_stream(self.device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool):
-            self.iteration(name)
+        plan = capture.plan
+        plan.waiter = fpga.waiter if fpga is not None else None
+        plan.replay()  # run it once so its memory holds a real iteration's data
         synchronize(self.device)
-        backend.graph = graph
-
-    def _not_capturable(self, backend: Backend, enabled: bool) -> str | None:
-        if not enabled:
-            return "CUDA graphs disabled (measure.cuda_graphs: false)"
-        if self.device.type != "cuda":
-            return "CUDA graphs need a CUDA GPU"
-        fpga = backend.fpga
-        if fpga is not None and fpga.mode == "emulated" and fpga.wait_where == "host":
-            return "a host-side FPGA wait synchronizes the GPU every offload, which a graph cannot hold"
-        return None
+        return plan
 
     def section_graphs(self, name: str) -> dict[str, list[torch.cuda.CUDAGraph]]:
         """Capture one iteration of ``name`` as one CUDA graph per timeline section, in order.
 
-        Each section's graph is replayed right after its capture, so the iteration's data flows as in a
-        normal run; replaying one section's graphs alone then costs what that section costs (the
-        composition check measures each section this way).
+        Replaying one section's graphs alone then costs what that section costs, plus the launch gaps that
+        isolation adds (the composition check measures each section's energy this way).
         """
-        timeline = _SectionCapture(self._pool, self.device)
-        self.iteration(name, timeline)
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        timeline = _SectionCapture(self._pool)
+        with torch.cuda.stream(side):
+            self.iteration(name, timeline)
+        torch.cuda.current_stream(self.device).wait_stream(side)
         synchronize(self.device)
         return timeline.graphs
+
+
+class _Capture(Timeline):
+    """Captures an iteration into a :class:`ReplayPlan`.
+
+    The GPU work is one graph, split at the FPGA sections when ``fpga`` is given (its modeled waits are
+    deferred into the plan). With ``profile`` an external CUDA event marks each section's start and end
+    inside the graphs, so replays can be timed per section with no extra launches.
+    """
+
+    def __init__(self, pool: Any, fpga: FpgaDevice | None, profile: bool) -> None:
+        self.pool = pool
+        self.fpga = fpga
+        self.profile = profile
+        self.plan = ReplayPlan()
+        self._graph: torch.cuda.CUDAGraph | None = None
+
+    def begin(self) -> None:
+        """Start capturing a graph segment on the current stream."""
+        self._graph = torch.cuda.CUDAGraph()
+        self._graph.capture_begin(pool=self.pool)
+
+    def finish(self) -> None:
+        """End the current graph segment."""
+        assert self._graph is not None
+        self._graph.capture_end()
+        self.plan.steps.append(("graph", self._graph))
+        self._graph = None
+
+    def _event(self) -> torch.cuda.Event | None:
+        if not self.profile:
+            return None
+        event = torch.cuda.Event(enable_timing=True, external=True)
+        event.record()
+        return event
+
+    @contextlib.contextmanager
+    def section(self, name: str) -> Iterator[None]:
+        """Mark the section; at an FPGA section, end the segment and defer the wait into the plan."""
+        start = self._event()
+        split = self.fpga is not None and name == FUSED
+        if split:
+            assert self.fpga is not None
+            self.finish()
+            self.fpga.deferred = []
+        try:
+            yield
+        finally:
+            if split:
+                assert self.fpga is not None and self.fpga.deferred is not None
+                self.plan.steps.append(("wait", sum(self.fpga.deferred)))
+                self.fpga.deferred = None
+                self.begin()
+            end = self._event()
+            if start is not None and end is not None:
+                self.plan.events.append((name, start, end))
+
+    def totals(self) -> dict[str, float]:
+        """Captures are not timed; see :meth:`ReplayPlan.section_seconds`."""
+        return {}
+
+    def reset(self) -> None:
+        """Nothing to forget."""
 
 
 class _SectionCapture(Timeline):
     """A timeline that captures every section in a CUDA graph of its own and replays it once."""
 
-    def __init__(self, pool: object, device: torch.device) -> None:
+    def __init__(self, pool: Any) -> None:
         self.pool = pool
-        self.device = device
         self.graphs: dict[str, list[torch.cuda.CUDAGraph]] = {}
 
-    def section(self, name: str):  # type: ignore[override]
-        """Capture the enclosed work as a graph, then replay it."""
-        import contextlib
-
-        @contextlib.contextmanager
-        def capture():
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=self.pool):
-                yield
-            graph.replay()
-            self.graphs.setdefault(name, []).append(graph)
-
-        return capture()
+    @contextlib.contextmanager
+    def section(self, name: str) -> Iterator[None]:
+        """Capture the enclosed work as a graph, then replay it so the iteration's data flows on."""
+        graph = torch.cuda.CUDAGraph()
+        graph.capture_begin(pool=self.pool)
+        try:
+            yield
+        finally:
+            graph.capture_end()
+        graph.replay()
+        self.graphs.setdefault(name, []).append(graph)
 
     def totals(self) -> dict[str, float]:
         """Captures are not timed."""

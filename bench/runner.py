@@ -29,6 +29,7 @@ from bench.meters import EnergyMeter, describe_meters, detect_meters, merge_idle
 from bench.methods import get_method
 from bench.model.decoder import DTYPES, Decoder
 from bench.model.presets import PRESETS
+from bench.pipeline import FUSED
 from bench.provenance import command_line, git_info, host_info, software_info, utc_now
 from bench.records import FAILED, SKIPPED, TRIAL, WARMUP, Provenance, figure
 from bench.stats import summarize
@@ -183,7 +184,7 @@ class Runner:
                                 **self._summary(cr, name, trials[name], idle)})
             if s.measure.composition and "baseline" in placements and trials["baseline"]:
                 run.append({**base, "kind": COMPOSITION, "placement": "baseline", "trial": None,
-                            **self._composition(cr, "baseline", trials["baseline"])})
+                            **self._composition(cr, "baseline", trials["baseline"], idle["gpu"].watts)})
         except BenchError:
             raise
         except Exception as exc:  # a failed case is recorded and the sweep goes on
@@ -259,9 +260,10 @@ class Runner:
         out["cold_s"] = self._timed(lambda: cr.iteration(name))
         out["warmup_s"] = [self._timed(lambda: cr.iteration(name)) for _ in range(m.warmup)]
         cr.capture(name, m.cuda_graphs)
-        out["graphed"] = backend.graph is not None
-        out["eager_reason"] = backend.graph_reason
-        if backend.graph is not None:
+        out["graphed"] = backend.plan is not None
+        out["graph_segments"] = backend.plan.segments if backend.plan is not None else 0
+        out["eager_reason"] = backend.eager_reason
+        if backend.plan is not None:
             n = max(m.min_iterations, 3)
             eager = self._timed(lambda: [cr.iteration(name) for _ in range(n)]) / (n * cr.steps_per_iteration)
             graphed = self._timed(lambda: [cr.run_once(name) for _ in range(n)]) / (n * cr.steps_per_iteration)
@@ -297,7 +299,7 @@ class Runner:
             "context": cr.case.context,
             "window_s": w.seconds,
             "e2e_s": e2e,
-            "graphed": backend.graph is not None,
+            "graphed": backend.plan is not None,
             "metrics": {
                 "latency_ms": figure(e2e / steps * 1e3, "ms/token", time_prov,
                                      note="time per decode step (one token per sequence)"),
@@ -319,12 +321,12 @@ class Runner:
                            "busy_s": busy_s, "modeled_s": modeled_s, "recall": fpga.recall,
                            "functional": fpga.functional, "static_power_w": fpga.model.static_power_w,
                            "dynamic_power_w": fpga.model.dynamic_power_w}
-        rec["steps_ms"] = {
-            section: figure(sec * 1e3, "ms/token", time_prov if fpga is not None and section == "relevancy+retrieval"
-                            else "measured", device=fpga.name if fpga is not None and section == "relevancy+retrieval"
-                            else "gpu", timing="eager, per-section events" if self.device.type == "cuda"
-                            else "host clock")
-            for section, sec in measure.profile(cr, name, m.profile_iterations).items()}
+        sections, timing = measure.profile(cr, name, m.profile_iterations)
+        rec["steps_ms"] = {}
+        for section, sec in sections.items():
+            on_fpga = fpga is not None and section == FUSED
+            rec["steps_ms"][section] = figure(sec * 1e3, "ms/token", time_prov if on_fpga else "measured",
+                                              device=fpga.name if on_fpga and fpga else "gpu", timing=timing)
         limit = (w.state_after or {}).get("power_limit_w")
         rec["validity"] = assess(ValidityInputs(
             window_s=w.seconds, min_window_s=m.min_duration_s, iterations=w.iterations,
@@ -387,43 +389,60 @@ class Runner:
                                             | set(validity.warnings))},
         }
 
-    def _composition(self, cr: CaseRun, name: str, trials: list[dict[str, Any]]) -> dict[str, Any]:
-        """Compose end-to-end time (and energy) from per-step measurements; compare with the direct runs."""
+    def _composition(self, cr: CaseRun, name: str, trials: list[dict[str, Any]],
+                     idle_w: float | None) -> dict[str, Any]:
+        """Compose end-to-end time and energy from per-step measurements; compare with the direct runs.
+
+        Time: the per-section times of the placement's own replay (events inside its graphs, or around each
+        section when eager) summed per token. Energy: each section's graphs replayed alone inside an energy
+        window; isolating a section adds launch gaps between its small graphs, so the idle energy of that
+        added time (measured idle power x the extra seconds) is taken off.
+        """
         m = self.suite.measure
-        direct_s = _mean([t["e2e_s"] / (t["iterations"] * cr.steps_per_iteration) for t in trials])
-        direct_j = _mean([t["energy"]["gpu"]["joules"] / (t["iterations"] * cr.steps_per_iteration)
-                          if t["energy"]["gpu"]["joules"] is not None else None for t in trials])
-        graphed = cr.backends[name].graph is not None
-        if self.device.type == "cuda" and graphed:
-            costs = measure.section_costs(cr, name, self.meters["gpu"], m.min_duration_s, m.min_iterations)
-            steps = {k: {"ms_per_token": c.seconds_per_step * 1e3,
-                         "mj_per_token": None if c.joules_per_step is None else c.joules_per_step * 1e3,
-                         "replays": c.replays, "window_s": c.window_s, "reason": c.reason}
-                     for k, c in costs.items()}
-            composed_s = sum(c.seconds_per_step for c in costs.values())
-            joules = [c.joules_per_step for c in costs.values()]
-            composed_j = None if any(j is None for j in joules) else sum(joules)  # type: ignore[misc]
-            method = "each section's CUDA graphs replayed alone inside its own energy window"
+        per_step = [t["iterations"] * cr.steps_per_iteration for t in trials]
+        direct_s = _mean([t["e2e_s"] / n for t, n in zip(trials, per_step, strict=True)])
+        direct_j = _mean([None if t["energy"]["gpu"]["joules"] is None else t["energy"]["gpu"]["joules"] / n
+                          for t, n in zip(trials, per_step, strict=True)])
+        in_situ, timing = measure.profile(cr, name, max(3, m.profile_iterations))
+        steps: dict[str, dict[str, Any]] = {k: {"ms_per_token": v * 1e3} for k, v in in_situ.items()}
+        composed_s = sum(in_situ.values())
+        composed_j: float | None = None
+        raw_j: float | None = None
+        why: str | None = None
+        if direct_j is None:
+            why = "no GPU energy meter"
+        elif cr.backends[name].plan is None:
+            why = "per-section energy needs the placement captured in CUDA graphs"
         else:
-            prof = [measure.profile(cr, name, m.profile_iterations)]
-            steps = {k: {"ms_per_token": v * 1e3} for k, v in prof[0].items()}
-            composed_s = sum(prof[0].values())
-            composed_j = None
-            method = ("sum of per-section times from a profile pass (host clock)" if self.device.type != "cuda"
-                      else "sum of per-section event times of an eager profile pass (placement not graphed)")
-        time_err = composed_s / direct_s - 1 if direct_s else None
-        energy_err = composed_j / direct_j - 1 if composed_j is not None and direct_j else None
+            costs = measure.section_costs(cr, name, self.meters["gpu"], m.min_duration_s, m.min_iterations)
+            for k, c in costs.items():
+                steps[k].update(isolated_ms_per_token=c.seconds_per_step * 1e3, replays=c.replays,
+                                isolated_mj_per_token=None if c.joules_per_step is None else c.joules_per_step * 1e3)
+            joules = [c.joules_per_step for c in costs.values()]
+            if any(j is None for j in joules):
+                why = next(c.reason for c in costs.values() if c.joules_per_step is None)
+            else:
+                raw_j = sum(j for j in joules if j is not None)
+                if idle_w is None:
+                    why = "needs the GPU idle power (measure.idle_s > 0) to remove the launch gaps of isolation"
+                else:
+                    for k, c in costs.items():
+                        gap = max(0.0, c.seconds_per_step - in_situ.get(k, 0.0))
+                        steps[k]["mj_per_token"] = (c.joules_per_step - idle_w * gap) * 1e3  # type: ignore[operator]
+                    composed_j = sum(v["mj_per_token"] for v in steps.values() if "mj_per_token" in v) / 1e3
         return {
-            "method": method,
+            "method": f"time: {timing}; energy: each section's graphs replayed alone in its own NVML window, "
+                      "minus idle power x the launch gaps isolation adds",
             "steps": steps,
-            "direct_ms_per_token": direct_s * 1e3 if direct_s else None,
+            "direct_ms_per_token": None if direct_s is None else direct_s * 1e3,
             "composed_ms_per_token": composed_s * 1e3,
-            "time_error": time_err,
+            "time_error": composed_s / direct_s - 1 if direct_s else None,
             "direct_mj_per_step": None if direct_j is None else direct_j * 1e3,
             "composed_mj_per_step": None if composed_j is None else composed_j * 1e3,
-            "energy_error": energy_err,
-            "energy_reason": None if energy_err is not None else (
-                "no GPU energy meter" if direct_j is None else "per-section energy unavailable on this path"),
+            "composed_mj_per_step_without_gap_correction": None if raw_j is None else raw_j * 1e3,
+            "idle_w": idle_w,
+            "energy_error": composed_j / direct_j - 1 if composed_j is not None and direct_j else None,
+            "energy_reason": why,
             "targets": {"time": 0.05, "energy": 0.10},
             "provenance": "measured",
         }

@@ -114,6 +114,8 @@ class FpgaDevice:
         self._cursor = 0
         self._recording = True
         self.recall_sum, self.recall_n = 0.0, 0
+        #: While a replay plan is captured, modeled waits collect here instead of stalling.
+        self.deferred: list[float] | None = None
 
     def record(self) -> None:
         """Start a functional pass: evaluate offloads with FPGA numerics and tape their results."""
@@ -153,7 +155,9 @@ class FpgaDevice:
         if not self._recording:
             sel, total, _, _ = self._tape[self._cursor]
             self._cursor = (self._cursor + 1) % len(self._tape)
-            if self.waiter is not None:
+            if self.deferred is not None:
+                self.deferred.append(total)  # being captured: the replay plan will wait instead
+            elif self.waiter is not None:
                 self.waiter.wait(total)
             return sel
         call = make_call()
