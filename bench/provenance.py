@@ -62,11 +62,17 @@ def git_info(repo: Path = REPO) -> dict[str, Any]:
         return out.stdout.strip() if out.returncode == 0 else None
 
     commit = git("rev-parse", "HEAD")
+    if commit is None and os.environ.get("BENCH_GIT_COMMIT"):
+        # A copy of a checkout without .git (a remote GPU machine): the caller states the commit it copied.
+        return {"commit": os.environ["BENCH_GIT_COMMIT"], "branch": os.environ.get("BENCH_GIT_BRANCH"),
+                "dirty": os.environ.get("BENCH_GIT_DIRTY", "").lower() in ("1", "true", "yes"),
+                "source": "environment (BENCH_GIT_COMMIT), the checkout has no .git"}
     status = git("status", "--porcelain", "--untracked-files=no")
     return {
         "commit": commit,
         "branch": git("rev-parse", "--abbrev-ref", "HEAD"),
         "dirty": None if status is None else bool(status),
+        "source": "git",
     }
 
 
