@@ -21,11 +21,11 @@ import torch
 
 from bench.devices.fpga import FpgaDevice, OffloadStats
 from bench.methods import get_method
-from bench.methods.attention import PipelineAttention, SparseAttentionMethod
-from bench.model.decoder import Decoder, KVCache
+from bench.model.decoder import Decoder
 from bench.pipeline import FUSED, Placement
 from bench.suite import Case
 from bench.timeline import FpgaWait, NullTimeline, Timeline, synchronize
+from bench.workload import Iteration, Workload
 
 _NULL = NullTimeline()
 
@@ -73,20 +73,17 @@ class Backend:
 
     Attributes:
         placement: The placement.
-        attention: The decoder attention backend running the method's steps there.
+        run: One eager iteration of the case on this placement.
+        fpga: The FPGA device the placement offloads to, if any.
         plan: The captured iteration, when the placement runs under CUDA graphs.
         eager_reason: Why the placement runs eagerly (None when it is captured).
     """
 
     placement: Placement
-    attention: PipelineAttention
+    run: Iteration
+    fpga: FpgaDevice | None
     plan: ReplayPlan | None = None
     eager_reason: str | None = None
-
-    @property
-    def fpga(self) -> FpgaDevice | None:
-        """The FPGA device this placement offloads to, if any."""
-        return self.attention.fpga
 
     @property
     def host_waits(self) -> bool:
@@ -105,26 +102,19 @@ class CaseRun:
         placements: Placements to prepare, by name.
         decode_tokens: Tokens decoded per iteration.
         make_fpga: Builds a fresh FPGA device (by device name) for a placement that offloads.
-        seed: Seed of the synthetic fill and method weights.
+        seed: Seed of the synthetic inputs and method weights.
     """
 
     def __init__(self, model: Decoder, case: Case, method_name: str, placements: dict[str, Placement],
                  decode_tokens: int, make_fpga: Callable[[str], FpgaDevice], seed: int) -> None:
         self.model = model
         self.case = case
-        self.decode_tokens = decode_tokens
-        self.cache: KVCache = model.new_cache(case.batch, case.context + decode_tokens)
-        self.method: SparseAttentionMethod = get_method(method_name)(case.params)
-        self.method.attach(model, self.cache, seed)
-        model.fill_cache(self.cache, case.context, seed=seed + case.context, on_chunk=self.method.observe_fill)
-        self.method.fill_done(case.context)
-        gen = torch.Generator(device="cpu").manual_seed(seed)
-        self.start_tokens = torch.randint(0, model.shape.vocab, (case.batch,), generator=gen).to(model.device)
+        self.workload: Workload = get_method(method_name)(case.params, model, case, decode_tokens, seed)
         self.backends: dict[str, Backend] = {}
         for name, p in placements.items():
             fpga_names = sorted({d for d in p.steps.values() if d != "gpu"})
             fpga = make_fpga(fpga_names[0]) if fpga_names else None
-            self.backends[name] = Backend(p, PipelineAttention(self.method.with_kernels(p.kernels), p, fpga))
+            self.backends[name] = Backend(p, self.workload.bind(p, fpga), fpga)
         self._pool = torch.cuda.graph_pool_handle() if model.device.type == "cuda" else None
         self._profiled: dict[str, ReplayPlan] = {}
 
@@ -136,12 +126,12 @@ class CaseRun:
     @property
     def steps_per_iteration(self) -> int:
         """Decode steps per iteration (each produces one token per sequence)."""
-        return self.decode_tokens
+        return self.workload.steps_per_iteration
 
     @property
     def tokens_per_iteration(self) -> int:
         """Output tokens per iteration over the batch."""
-        return self.decode_tokens * self.case.batch
+        return self.workload.tokens_per_iteration
 
     def iteration(self, name: str, timeline: Timeline = _NULL, replay: bool = True) -> None:
         """Run one iteration of placement ``name`` eagerly.
@@ -149,16 +139,13 @@ class CaseRun:
         With ``replay`` False the FPGA evaluates and tapes its offloads instead (the functional pass).
         """
         backend = self.backends[name]
-        self.cache.length = self.case.context
-        self.method.rewind(self.case.context)
+        self.workload.rewind()
         if backend.fpga is not None:
             if replay:
                 backend.fpga.replay()
             else:
                 backend.fpga.record()
-        tok = self.start_tokens
-        for _ in range(self.decode_tokens):
-            tok = self.model.decode_step(tok, self.cache, backend.attention, timeline)
+        backend.run(timeline)
 
     def run_once(self, name: str) -> None:
         """One iteration: the captured plan's replay when there is one, else eagerly."""

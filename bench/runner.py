@@ -220,11 +220,10 @@ class Runner:
         m = self.suite.model
         shape = m.shape()
         dtype_bytes = DTYPES[m.dtype].itemsize
-        cap = case.context + self.suite.measure.decode_tokens
         need = {
             "weights": 0 if self.model is not None else shape.weight_params() * dtype_bytes,
-            "kv_cache": case.batch * cap * shape.kv_bytes_per_token(dtype_bytes),
-            "method": get_method(self.suite.method).memory_bytes(case.params, shape, case.batch, cap, dtype_bytes),
+            **get_method(self.suite.method).memory_bytes(case.params, shape, case, self.suite.measure.decode_tokens,
+                                                         dtype_bytes),
             # Logits and allocator slack.
             "workspace": case.batch * shape.vocab * 4 + (256 << 20),
         }
@@ -294,7 +293,7 @@ class Runner:
         rec: dict[str, Any] = {
             "status": "ok",
             "iterations": w.iterations,
-            "decode_tokens": cr.decode_tokens,
+            "decode_tokens": cr.workload.decode_tokens,
             "batch": cr.case.batch,
             "context": cr.case.context,
             "window_s": w.seconds,

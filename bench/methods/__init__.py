@@ -1,7 +1,8 @@
 """The memory-processing methods ``bench`` can run, by suite name.
 
-A method is one module under this package implementing the four steps of :mod:`bench.pipeline`; adding
-one means writing that module, one line in :data:`METHODS`, a test and a suite.
+A method is one module under this package implementing the four steps of :mod:`bench.pipeline` and the
+:class:`~bench.workload.Workload` that places them in inference; adding one means writing that module, one
+entry in :data:`METHODS`, a test and a suite.
 """
 
 from __future__ import annotations
@@ -9,15 +10,13 @@ from __future__ import annotations
 import difflib
 
 from bench.errors import UsageError
-from bench.methods.attention import SparseAttentionMethod
-from bench.methods.seer_attention import SeerAttentionR
+from bench.methods.seer_attention import SeerAttentionWorkload
+from bench.workload import Workload
 
-METHODS: dict[str, type[SparseAttentionMethod]] = {
-    SeerAttentionR.name: SeerAttentionR,
-}
+METHODS: dict[str, type[Workload]] = {w.name: w for w in (SeerAttentionWorkload,)}
 
 
-def get_method(name: str) -> type[SparseAttentionMethod]:
+def get_method(name: str) -> type[Workload]:
     """The method class registered under ``name``; UsageError with a did-you-mean otherwise."""
     try:
         return METHODS[name]

@@ -3,7 +3,8 @@
 :class:`SparseAttentionMethod` is the contract a sparse-attention method (SeerAttention-R, Quest, LServe,
 DSA) fulfils on top of :class:`~bench.pipeline.MemoryMethod`; :class:`PipelineAttention` is the decoder's
 attention backend that runs those steps for one placement, timing each in the timeline and sending the
-offloaded steps to the FPGA device.
+offloaded steps to the FPGA device; :class:`SparseAttentionWorkload` is the unit the runner measures:
+decode ``decode_tokens`` tokens from a synthetically filled context.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from bench.model.decoder import AttentionInput, Decoder, KVCache
 from bench.model.presets import ModelShape
 from bench.pipeline import FUSED, Index, Memory, MemoryMethod, Placement, Query, Selection, Step
 from bench.timeline import Timeline
+from bench.workload import Iteration, Workload
 
 
 @dataclass
@@ -49,7 +51,11 @@ class SparseAttentionMethod(MemoryMethod[KVMemory, Index, AttentionQuery, Any, S
     iteration does identical work.
     """
 
-    kind: ClassVar[str] = "sparse-attention"
+    Params: ClassVar[type]
+
+    @abstractmethod
+    def with_kernels(self, kernels: str) -> SparseAttentionMethod:
+        """The same method and state with another GPU kernel flavour (``optimized`` or ``torch``)."""
 
     @abstractmethod
     def attach(self, model: Decoder, cache: KVCache, seed: int) -> None:
@@ -67,11 +73,6 @@ class SparseAttentionMethod(MemoryMethod[KVMemory, Index, AttentionQuery, Any, S
     def rewind(self, length: int) -> None:
         """Restore the index to the state it had when the cache held ``length`` tokens after the fill."""
 
-    @classmethod
-    @abstractmethod
-    def memory_bytes(cls, params: Any, shape: ModelShape, batch: int, capacity: int, dtype_bytes: int) -> int:
-        """Device bytes the method needs for a case beyond the KV cache (index, FPGA copy, workspace)."""
-
     @abstractmethod
     def fpga_call(self, memory: KVMemory, index: Index, query: AttentionQuery) -> FpgaCall:
         """Describe the offloaded steps (kernel, shapes, bytes, FPGA-numerics evaluators) for the FPGA."""
@@ -81,22 +82,9 @@ class SparseAttentionMethod(MemoryMethod[KVMemory, Index, AttentionQuery, Any, S
         """Fraction of the GPU's selected entries that the FPGA's selection also holds (ignores padding)."""
 
     @classmethod
-    def check_placement(cls, placement: Placement, devices: dict[str, str]) -> None:
-        """Raise UsageError if the placement maps steps to devices this method cannot use there.
-
-        Args:
-            placement: The placement to check.
-            devices: Device kind per device name (``"gpu"`` or ``"fpga"``).
-        """
-        on_fpga = {s for s in Step if devices[placement.device_of(s)] == "fpga"}
-        if on_fpga and on_fpga != set(cls.offloadable):
-            want = " and ".join(s.value for s in Step if s in cls.offloadable)
-            raise UsageError(
-                f"placement '{placement.name}': {cls.name} runs {want} on an FPGA only together, as one "
-                f"fused kernel (the study's design); got {', '.join(sorted(s.value for s in on_fpga))} on the FPGA")
-        fpga_names = {placement.device_of(s) for s in on_fpga}
-        if len(fpga_names) > 1:
-            raise UsageError(f"placement '{placement.name}': the fused steps must run on one FPGA device")
+    @abstractmethod
+    def memory_bytes(cls, params: Any, shape: ModelShape, batch: int, capacity: int, dtype_bytes: int) -> int:
+        """Device bytes the method needs for a case beyond the KV cache (index, FPGA copy, workspace)."""
 
 
 class PipelineAttention:
@@ -137,3 +125,54 @@ class PipelineAttention:
                 selection = m.retrieve(memory, scores)
         with timeline.section(Step.APPLY.value):
             return m.apply(memory, selection, query)
+
+
+class SparseAttentionWorkload(Workload):
+    """Decode ``decode_tokens`` tokens from a context filled synthetically, with a sparse-attention method.
+
+    Subclasses name their method in ``method_cls``; name, parameters and offloadable steps come from it.
+    The method's per-case state (its index) is shared by every placement and rewound each iteration.
+    """
+
+    method_cls: ClassVar[type[SparseAttentionMethod]]
+    kind = "sparse-attention"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.name = cls.method_cls.name
+        cls.Params = cls.method_cls.Params  # type: ignore[attr-defined]
+        cls.offloadable = cls.method_cls.offloadable
+
+    def __init__(self, params: Any, model: Decoder, case: Any, decode_tokens: int, seed: int) -> None:
+        super().__init__(params, model, case, decode_tokens, seed)
+        self.cache: KVCache = model.new_cache(case.batch, case.context + decode_tokens)
+        self.method = self.method_cls(params)  # type: ignore[call-arg]
+        self.method.attach(model, self.cache, seed)
+        model.fill_cache(self.cache, case.context, seed=seed + case.context, on_chunk=self.method.observe_fill)
+        self.method.fill_done(case.context)
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        self.start_tokens = torch.randint(0, model.shape.vocab, (case.batch,), generator=gen).to(model.device)
+
+    @classmethod
+    def memory_bytes(cls, params: Any, shape: ModelShape, case: Any, decode_tokens: int,
+                     dtype_bytes: int) -> dict[str, int]:
+        """The KV cache and the method's own state."""
+        cap = case.context + decode_tokens
+        return {"kv_cache": case.batch * cap * shape.kv_bytes_per_token(dtype_bytes),
+                "method": cls.method_cls.memory_bytes(params, shape, case.batch, cap, dtype_bytes)}
+
+    def bind(self, placement: Placement, fpga: FpgaDevice | None) -> Iteration:
+        """Decode with the method as the attention of every layer, on the placement's devices."""
+        attention = PipelineAttention(self.method.with_kernels(placement.kernels), placement, fpga)
+
+        def iteration(timeline: Timeline) -> None:
+            tok = self.start_tokens
+            for _ in range(self.decode_tokens):
+                tok = self.model.decode_step(tok, self.cache, attention, timeline)
+
+        return iteration
+
+    def rewind(self) -> None:
+        """Back to the filled context: cache length and the method's index."""
+        self.cache.length = self.case.context
+        self.method.rewind(self.case.context)

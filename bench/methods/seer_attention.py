@@ -24,7 +24,7 @@ from typing import Literal
 import torch
 
 from bench.devices.fpga import FpgaCall
-from bench.methods.attention import AttentionQuery, KVMemory, SparseAttentionMethod
+from bench.methods.attention import AttentionQuery, KVMemory, SparseAttentionMethod, SparseAttentionWorkload
 from bench.model.decoder import Decoder, KVCache, Rope
 from bench.model.presets import ModelShape
 from bench.pipeline import Index, Scores, Selection, Step
@@ -271,6 +271,12 @@ class SeerAttentionR(SparseAttentionMethod):
         scale = float(keys[:, :, :n].abs().amax().float().clamp_min(1e-12)) / 32767.0
         self.state.key_scale.append(scale)
         return _to_int16(keys, scale)
+
+
+class SeerAttentionWorkload(SparseAttentionWorkload):
+    """SeerAttention-R decode, as the runner measures it."""
+
+    method_cls = SeerAttentionR
 
 
 class _GateState:

@@ -37,10 +37,10 @@ def write_suite(tmp_path: Path):
 
 @pytest.fixture
 def slow_spec(tmp_path: Path) -> Path:
-    """A copy of the U55C spec whose host-started launch takes 5 ms, so the injected wait dominates."""
+    """A copy of the U55C spec whose host-started launch takes 20 ms, so the injected wait dominates."""
     text = (Path("kernels_fpga/specs/u55c.yaml")).read_text()
     start = text.index("  host_started:")
     value = text.index("value: 1.0e-4", start)
     path = tmp_path / "slow.yaml"
-    path.write_text(text[:value] + "value: 5.0e-3" + text[value + len("value: 1.0e-4"):])
+    path.write_text(text[:value] + "value: 2.0e-2" + text[value + len("value: 1.0e-4"):])
     return path

@@ -33,7 +33,7 @@ def test_injected_fpga_time_appears_in_end_to_end_latency(write_suite, slow_spec
     assert hetero and all(r["metrics"]["latency_ms"]["provenance"] == "emulated" for r in hetero)
     for r in hetero:
         per_call_ms = r["fpga"]["modeled_us_per_call"]["total"] / 1e3
-        assert per_call_ms >= 5.0  # the 5 ms launch of the slow spec
+        assert per_call_ms >= 20.0  # the 20 ms launch of the slow spec
         injected = r["fpga"]["calls_per_token"] * per_call_ms  # one offload per layer per token
         assert r["fpga"]["calls_per_token"] == 1  # one layer
         assert value(r, "latency_ms") >= injected
