@@ -27,7 +27,7 @@ from bench.errors import BenchError
 from bench.execution import CaseRun
 from bench.meters import EnergyMeter, describe_meters, detect_meters, merge_idle, net_energy
 from bench.methods import get_method
-from bench.model.decoder import DTYPES, Decoder
+from bench.model.decoder import DTYPES
 from bench.model.presets import PRESETS
 from bench.pipeline import FUSED
 from bench.provenance import command_line, git_info, host_info, software_info, utc_now
@@ -84,7 +84,8 @@ class Runner:
         self.resume = resume
         self.device = gpu_dev.resolve(suite.gpu.device)
         self.meters: dict[str, EnergyMeter] = detect_meters(str(self.device), sync=lambda: synchronize(self.device))
-        self.model: Decoder | None = None
+        self.model: Any = None
+        self._model_of: str | None = None
         self.failed = 0
 
     # -- the run --------------------------------------------------------------------------------------------
@@ -120,7 +121,8 @@ class Runner:
             run = RunDir.create(self.out, s.name, git["commit"], meta)
             done = set()
         trials = range(s.measure.trials)
-        todo = [(c, [p for p in s.placements if any((c.id, p, t) not in done for t in trials)]) for c in s.cases()]
+        todo = [(c, [p for p in s.experiments[c.experiment].placements
+                     if any((c.id, p, t) not in done for t in trials)]) for c in s.cases()]
         todo = [(c, ps) for c, ps in todo if ps]
         self.reporter.start(sum(len(ps) for _, ps in todo) * s.measure.trials)
         try:
@@ -137,7 +139,9 @@ class Runner:
 
     def _run_case(self, run: RunDir, case: Case, placements: list[str], done: set[tuple[str, str, Any]]) -> None:
         s = self.suite
-        base = {"run_id": run.run_id, "case_id": case.id, "case": case.values}
+        exp = s.experiments[case.experiment]
+        base = {"run_id": run.run_id, "case_id": case.id, "experiment": case.experiment, "method": exp.method,
+                "case": case.values}
         need = self._memory_needed(case)
         free = gpu_dev.free_memory(self.device)
         if free is not None and need["total"] > free:
@@ -149,8 +153,9 @@ class Runner:
         cr: CaseRun | None = None
         try:
             try:
-                cr = CaseRun(self._decoder(), case, s.method, {p: s.placements[p] for p in placements},
-                             s.measure.decode_tokens, self._fpga, s.model.seed)
+                cr = CaseRun(self._model(case.experiment), case, exp.method,
+                             {p: exp.placements[p] for p in placements}, s.measure.decode_tokens, self._fpga,
+                             exp.model.seed)
             except torch.OutOfMemoryError as exc:
                 self._skip(run, base, placements, f"out of memory while setting up: {str(exc).splitlines()[0]}",
                            need, free)
@@ -209,21 +214,26 @@ class Runner:
 
     # -- set-up -----------------------------------------------------------------------------------------
 
-    def _decoder(self) -> Decoder:
-        if self.model is None:
-            m = self.suite.model
-            self.model = Decoder(m.shape(), DTYPES[m.dtype], self.device, seed=m.seed)
+    def _model(self, experiment: str) -> Any:
+        """The experiment's model, built on first use; the previous experiment's is freed first."""
+        if self._model_of != experiment:
+            self.model = None
+            gc.collect()
+            gpu_dev.empty_cache(self.device)
+            exp = self.suite.experiments[experiment]
+            self.model = get_method(exp.method).build_model(exp.model, self.device)
+            self._model_of = experiment
         return self.model
 
     def _memory_needed(self, case: Case) -> dict[str, int]:
-        """Bytes a case needs on the device, by part (weights only if the model is not loaded yet)."""
-        m = self.suite.model
-        shape = m.shape()
-        dtype_bytes = DTYPES[m.dtype].itemsize
+        """Bytes a case needs on the device, by part (weights only if its model is not loaded yet)."""
+        exp = self.suite.experiments[case.experiment]
+        workload = get_method(exp.method)
+        shape = exp.model.shape()
+        dtype_bytes = DTYPES[exp.model.dtype].itemsize
         need = {
-            "weights": 0 if self.model is not None else shape.weight_params() * dtype_bytes,
-            **get_method(self.suite.method).memory_bytes(case.params, shape, case, self.suite.measure.decode_tokens,
-                                                         dtype_bytes),
+            "weights": 0 if self._model_of == case.experiment else workload.weight_bytes(exp.model),
+            **workload.memory_bytes(case.params, shape, case, self.suite.measure.decode_tokens, dtype_bytes),
             # Logits and allocator slack.
             "workspace": case.batch * shape.vocab * 4 + (256 << 20),
         }
@@ -310,7 +320,7 @@ class Runner:
                        "cpu": None if cpu is None else ScopeEnergy("cpu", cpu.joules, cpu.provenance, cpu.method,
                                                                    cpu.reason).to_dict()},
             "gpu_state": {"before": w.state_before, "after": w.state_after},
-            "model": self._model_info(),
+            "model": self._model_info(cr.case.experiment),
             "kernels": backend.placement.kernels,
         }
         if fpga is not None and stats is not None:
@@ -446,8 +456,8 @@ class Runner:
             "provenance": "measured",
         }
 
-    def _model_info(self) -> dict[str, Any]:
-        m = self.suite.model
+    def _model_info(self, experiment: str) -> dict[str, Any]:
+        m = self.suite.experiments[experiment].model
         shape = m.shape()
         full = PRESETS[m.preset].layers if m.preset else shape.layers
         return {"name": shape.name, "layers": shape.layers, "layers_of_preset": full, "dtype": m.dtype,

@@ -130,17 +130,20 @@ DEFAULT_PLACEMENTS = {
 
 @dataclass(frozen=True)
 class Case:
-    """One point of the matrix.
+    """One point of an experiment's matrix.
 
     Attributes:
-        id: Stable identifier, e.g. ``context=4096,batch=1``.
-        context: Context length in tokens (the filled KV cache).
-        batch: Sequences decoded together.
+        id: Stable identifier, e.g. ``context=4096,batch=1`` (prefixed ``<experiment>/`` in a suite with
+            several experiments).
+        experiment: The experiment the case belongs to.
+        context: Context length in tokens (the filled KV cache, or the prompt).
+        batch: Sequences processed together.
         params: The method's parameters for this case.
         values: The matrix values that define the case.
     """
 
     id: str
+    experiment: str
     context: int
     batch: int
     params: Any
@@ -148,23 +151,17 @@ class Case:
 
 
 @dataclass
-class Suite:
-    """A validated suite."""
+class Experiment:
+    """One model and method with its matrix and placements."""
 
     name: str
-    description: str
     model: ModelConfig
     method: str
     params: Any
     matrix: dict[str, list[Any]]
     placements: dict[str, Placement]
-    gpu: GpuConfig
-    fpgas: dict[str, FpgaConfig]
-    measure: MeasureConfig
-    path: Path
-    text: str = field(repr=False, default="")
 
-    def cases(self) -> list[Case]:
+    def cases(self, prefix: bool) -> list[Case]:
         """The matrix expanded in declaration order (the last key varies fastest)."""
         keys = list(self.matrix)
         out = []
@@ -173,7 +170,46 @@ class Suite:
             method_values = {k: v for k, v in values.items() if k not in ("context", "batch")}
             params = dataclasses.replace(self.params, **method_values)
             cid = ",".join(f"{k}={v}" for k, v in values.items())
-            out.append(Case(cid, values.get("context", 0), values.get("batch", 1), params, values))
+            out.append(Case(f"{self.name}/{cid}" if prefix else cid, self.name, values.get("context", 0),
+                            values.get("batch", 1), params, values))
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "model": dataclasses.asdict(self.model),
+            "model_shape": self.model.shape().to_dict(),
+            "method": {"name": self.method, **dataclasses.asdict(self.params)},
+            "matrix": self.matrix,
+            "placements": {n: p.to_dict() for n, p in self.placements.items()},
+        }
+
+
+@dataclass
+class Suite:
+    """A validated suite: experiments sharing devices and measurement settings."""
+
+    name: str
+    description: str
+    experiments: dict[str, Experiment]
+    gpu: GpuConfig
+    fpgas: dict[str, FpgaConfig]
+    measure: MeasureConfig
+    path: Path
+    text: str = field(repr=False, default="")
+
+    def cases(self) -> list[Case]:
+        """Every experiment's cases, experiments in declaration order."""
+        prefix = len(self.experiments) > 1
+        return [c for e in self.experiments.values() for c in e.cases(prefix)]
+
+    @property
+    def placements(self) -> dict[str, Placement]:
+        """Every placement of the suite by name (the first experiment that declares a name wins)."""
+        out: dict[str, Placement] = {}
+        for e in self.experiments.values():
+            for n, p in e.placements.items():
+                out.setdefault(n, p)
         return out
 
     def device_kinds(self) -> dict[str, str]:
@@ -186,18 +222,15 @@ class Suite:
             "name": self.name,
             "description": self.description,
             "file": str(self.path),
-            "model": dataclasses.asdict(self.model),
-            "model_shape": self.model.shape().to_dict(),
-            "method": {"name": self.method, **dataclasses.asdict(self.params)},
-            "matrix": self.matrix,
-            "placements": {n: p.to_dict() for n, p in self.placements.items()},
+            "experiments": {n: e.to_dict() for n, e in self.experiments.items()},
             "devices": {"gpu": dataclasses.asdict(self.gpu),
                         **{n: dataclasses.asdict(f) for n, f in self.fpgas.items()}},
             "measure": dataclasses.asdict(self.measure),
         }
 
 
-TOP_LEVEL = ("name", "description", "model", "method", "matrix", "placements", "devices", "measure")
+TOP_LEVEL = ("name", "description", "model", "method", "matrix", "placements", "devices", "measure", "experiments")
+EXPERIMENT_KEYS = ("model", "method", "matrix", "placements")
 
 
 def load_suite(path: str | Path) -> Suite:
@@ -213,55 +246,91 @@ def load_suite(path: str | Path) -> Suite:
 
 
 def parse_suite(text: str, file: str) -> Suite:
-    """Validate suite YAML ``text`` (``file`` names it in errors)."""
+    """Validate suite YAML ``text`` (``file`` names it in errors).
+
+    A suite holds either one experiment (``model``, ``method``, ``matrix`` at the top level) or several
+    (``experiments: {name: {model, method, matrix, placements}}``); top-level ``placements`` are the default
+    of every experiment that does not give its own.
+    """
     root = compose(text, file)
     items = dict(mapping_items(root, ""))
     for key, loc in items.items():
         if key not in TOP_LEVEL:
             raise unknown_key(loc, "", key, TOP_LEVEL)
-    for key in ("name", "model", "method", "matrix"):
-        if key not in items:
-            raise root.error(key, "missing required field")
+    if "name" not in items:
+        raise root.error("name", "missing required field")
     name = convert(str, items["name"], "name")
     if not name or any(c in name for c in "/\\ ") or name.startswith("."):
         raise items["name"].error("name", f"expected a name without spaces or slashes, got {name!r}")
     description = convert(str, items["description"], "description") if "description" in items else ""
-    model = _model(items["model"])
-    method, params = _method(items["method"])
     fpgas, gpu = _devices(items.get("devices"))
+    kinds = {"gpu": "gpu", **dict.fromkeys(fpgas, "fpga")}
     measure = build(MeasureConfig, items.get("measure"), "measure")
-    placements = _placements(items.get("placements"), {"gpu": "gpu", **dict.fromkeys(fpgas, "fpga")}, method)
-    matrix = _matrix(items["matrix"], params)
-    return Suite(name, description, model, method, params, matrix, placements, gpu, fpgas, measure,
-                 Path(file), text)
+    experiments: dict[str, Experiment] = {}
+    if "experiments" in items:
+        for key in ("model", "method", "matrix"):
+            if key in items:
+                raise items[key].error(key, "with 'experiments', give the model, method and matrix inside each "
+                                            "experiment")
+        for ename, eloc in mapping_items(items["experiments"], "experiments"):
+            if not ename or any(c in ename for c in "/\\ "):
+                raise eloc.error(f"experiments.{ename}", "expected a name without spaces or slashes")
+            parts = dict(mapping_items(eloc, f"experiments.{ename}"))
+            for key, loc in parts.items():
+                if key not in EXPERIMENT_KEYS:
+                    raise unknown_key(loc, f"experiments.{ename}", key, EXPERIMENT_KEYS)
+            experiments[ename] = _experiment(ename, parts, items.get("placements"), kinds, eloc,
+                                             f"experiments.{ename}.")
+        if not experiments:
+            raise items["experiments"].error("experiments", "expected at least one experiment")
+    else:
+        for key in ("model", "method", "matrix"):
+            if key not in items:
+                raise root.error(key, "missing required field (or give 'experiments')")
+        method_name = _method_name(items["method"])
+        experiments[method_name] = _experiment(method_name, items, items.get("placements"), kinds, root, "")
+    return Suite(name, description, experiments, gpu, fpgas, measure, Path(file), text)
 
 
-def _model(loc: Located) -> ModelConfig:
+def _experiment(name: str, parts: dict[str, Located], default_placements: Located | None, kinds: dict[str, str],
+                where: Located, path: str) -> Experiment:
+    for key in ("model", "method", "matrix"):
+        if key not in parts:
+            raise where.error(f"{path}{key}", "missing required field")
+    model = _model(parts["model"], f"{path}model")
+    method, params = _method(parts["method"], f"{path}method")
+    placements = _placements(parts.get("placements", default_placements), kinds, method,
+                             f"{path}placements" if "placements" in parts else "placements")
+    matrix = _matrix(parts["matrix"], params, f"{path}matrix")
+    return Experiment(name, model, method, params, matrix, placements)
+
+
+def _model(loc: Located, path: str) -> ModelConfig:
     if isinstance(loc.node, yaml.ScalarNode):
-        value = scalar(loc, "model")
+        value = scalar(loc, path)
         if not isinstance(value, str) or value not in PRESETS:
-            raise loc.error("model", _preset_hint(str(value)))
+            raise loc.error(path, _preset_hint(str(value)))
         return ModelConfig(preset=value)
-    cfg = build(ModelConfig, loc, "model")
-    where = dict(mapping_items(loc, "model"))
+    cfg = build(ModelConfig, loc, path)
+    where = dict(mapping_items(loc, path))
     if cfg.preset is not None:
         if cfg.preset not in PRESETS:
-            raise where["preset"].error("model.preset", _preset_hint(cfg.preset))
+            raise where["preset"].error(f"{path}.preset", _preset_hint(cfg.preset))
         inline = [f for f in INLINE_FIELDS if f != "layers" and getattr(cfg, f) is not None]
         if inline:
-            raise where[inline[0]].error(f"model.{inline[0]}", "give either a preset or an inline shape, not both")
+            raise where[inline[0]].error(f"{path}.{inline[0]}", "give either a preset or an inline shape, not both")
         full = PRESETS[cfg.preset].layers
         if cfg.layers is not None and cfg.layers > full:
-            raise where["layers"].error("model.layers", f"{cfg.preset} has {full} layers; expected 1..{full}")
+            raise where["layers"].error(f"{path}.layers", f"{cfg.preset} has {full} layers; expected 1..{full}")
         return cfg
     missing = [f for f in INLINE_FIELDS if getattr(cfg, f) is None]
     if missing:
-        raise loc.error("model", f"expected a preset ({', '.join(PRESETS)}) or an inline shape with "
-                                 f"{', '.join(INLINE_FIELDS)}; missing {', '.join(missing)}")
+        raise loc.error(path, f"expected a preset ({', '.join(PRESETS)}) or an inline shape with "
+                              f"{', '.join(INLINE_FIELDS)}; missing {', '.join(missing)}")
     if cfg.heads % cfg.kv_heads:  # type: ignore[operator]
-        raise where["kv_heads"].error("model.kv_heads", f"heads ({cfg.heads}) must be a multiple of kv_heads")
+        raise where["kv_heads"].error(f"{path}.kv_heads", f"heads ({cfg.heads}) must be a multiple of kv_heads")
     if cfg.head_dim % 2:  # type: ignore[operator]
-        raise where["head_dim"].error("model.head_dim", "must be even (RoPE rotates pairs)")
+        raise where["head_dim"].error(f"{path}.head_dim", "must be even (RoPE rotates pairs)")
     return cfg
 
 
@@ -273,35 +342,43 @@ def _preset_hint(value: str) -> str:
     return f"unknown preset '{value}'; {hint}expected one of: {', '.join(PRESETS)}"
 
 
-def _method(loc: Located) -> tuple[str, Any]:
+def _method_name(loc: Located) -> str:
+    """The method name of a ``method`` node (a name, or a mapping with ``name``), unvalidated."""
     if isinstance(loc.node, yaml.ScalarNode):
-        name, rest = scalar(loc, "method"), []
+        return str(scalar(loc, "method"))
+    names = [v for k, v in mapping_items(loc, "method") if k == "name"]
+    return str(scalar(names[0], "method.name")) if names else "experiment"
+
+
+def _method(loc: Located, path: str) -> tuple[str, Any]:
+    if isinstance(loc.node, yaml.ScalarNode):
+        name, rest = scalar(loc, path), []
     else:
-        items = mapping_items(loc, "method")
+        items = mapping_items(loc, path)
         names = [v for k, v in items if k == "name"]
         if not names:
-            raise loc.error("method.name", f"missing required field (one of: {', '.join(sorted(METHODS))})")
-        name = convert(str, names[0], "method.name")
+            raise loc.error(f"{path}.name", f"missing required field (one of: {', '.join(sorted(METHODS))})")
+        name = convert(str, names[0], f"{path}.name")
         rest = [(k, v) for k, v in items if k != "name"]
         loc = names[0]
     if not isinstance(name, str):
-        raise loc.error("method", f"expected a method name, got {name!r}")
+        raise loc.error(path, f"expected a method name, got {name!r}")
     try:
         cls = get_method(name)
     except UsageError as exc:
-        raise loc.error("method.name", str(exc)) from None
+        raise loc.error(f"{path}.name", str(exc)) from None
     params_cls = cls.Params
     fields = {f.name: f for f in dataclasses.fields(params_cls)}
     hints = _hints(params_cls)
     values = {}
     for key, vloc in rest:
         if key not in fields:
-            raise unknown_key(vloc, "method", key, ["name", *fields])
-        values[key] = convert(hints[key], vloc, f"method.{key}", fields[key])
+            raise unknown_key(vloc, path, key, ["name", *fields])
+        values[key] = convert(hints[key], vloc, f"{path}.{key}", fields[key])
     params = params_cls(**values)
     for fname, message in params.problems():
         where = dict(rest).get(fname, loc)
-        raise where.error(f"method.{fname}", message)
+        raise where.error(f"{path}.{fname}", message)
     return name, params
 
 
@@ -331,14 +408,19 @@ def _check_torch_device(device: str, loc: Located) -> None:
         raise loc.error("devices.gpu.device", f"expected auto, cpu, cuda or cuda:N, got {device!r}")
 
 
-def _placements(loc: Located | None, kinds: dict[str, str], method: str) -> dict[str, Placement]:
+def _placements(loc: Located | None, kinds: dict[str, str], method: str, path: str) -> dict[str, Placement]:
     cls = get_method(method)
     configs: list[tuple[str, PlacementConfig, Located | None]] = []
     if loc is None:
-        configs = [(n, c, None) for n, c in DEFAULT_PLACEMENTS.items() if n != "hetero" or "fpga" in kinds]
+        configs = [(n, c, None) for n, c in DEFAULT_PLACEMENTS.items()
+                   if not (n == "hetero" and ("fpga" not in kinds or not cls.offloadable))]
+        if cls.offloadable and "fpga" in kinds:
+            steps = {s: ("fpga" if s in cls.offloadable else "gpu") for s in STEPS}
+            configs = [(n, PlacementConfig(**{s.value: d for s, d in steps.items()}) if n == "hetero" else c, None)
+                       for n, c, _ in configs]
     else:
-        for name, vloc in mapping_items(loc, "placements"):
-            configs.append((name, _placement_config(name, vloc), vloc))
+        for name, vloc in mapping_items(loc, path):
+            configs.append((name, _placement_config(name, vloc, path), vloc))
     out = {}
     for name, cfg, vloc in configs:
         steps = {s: getattr(cfg, s.value) for s in STEPS}
@@ -346,52 +428,52 @@ def _placements(loc: Located | None, kinds: dict[str, str], method: str) -> dict
         if vloc is not None:  # the default placements are valid by construction
             for s, dev in steps.items():
                 if dev not in kinds:
-                    raise vloc.error(f"placements.{name}.{s.value}",
+                    raise vloc.error(f"{path}.{name}.{s.value}",
                                      f"unknown device '{dev}'; devices: {', '.join(kinds)}")
             try:
                 cls.check_placement(placement, kinds)
             except UsageError as exc:
-                raise vloc.error(f"placements.{name}", str(exc).split(": ", 1)[-1]) from None
+                raise vloc.error(f"{path}.{name}", str(exc).split(": ", 1)[-1]) from None
         out[name] = placement
     if loc is not None and not out:
-        raise loc.error("placements", "expected at least one placement")
+        raise loc.error(path, "expected at least one placement")
     return out
 
 
-def _placement_config(name: str, loc: Located) -> PlacementConfig:
+def _placement_config(name: str, loc: Located, path: str) -> PlacementConfig:
     if isinstance(loc.node, yaml.ScalarNode):
-        value = scalar(loc, f"placements.{name}")
+        value = scalar(loc, f"{path}.{name}")
         if value is None:
             return PlacementConfig()
         if isinstance(value, str) and value in DEFAULT_PLACEMENTS:
             return DEFAULT_PLACEMENTS[value]
-        raise loc.error(f"placements.{name}", f"expected a mapping of steps to devices (or one of "
+        raise loc.error(f"{path}.{name}", f"expected a mapping of steps to devices (or one of "
                                               f"{', '.join(DEFAULT_PLACEMENTS)}), got {value!r}")
-    return build(PlacementConfig, loc, f"placements.{name}")
+    return build(PlacementConfig, loc, f"{path}.{name}")
 
 
-def _matrix(loc: Located, params: Any) -> dict[str, list[Any]]:
+def _matrix(loc: Located, params: Any, path: str) -> dict[str, list[Any]]:
     fields = {f.name: f for f in dataclasses.fields(params)}
     hints = _hints(type(params))
     allowed = {"context", "batch", *fields}
     matrix: dict[str, list[Any]] = {}
-    for key, vloc in mapping_items(loc, "matrix"):
+    for key, vloc in mapping_items(loc, path):
         if key not in allowed:
-            raise unknown_key(vloc, "matrix", key, allowed)
+            raise unknown_key(vloc, path, key, allowed)
         if key in ("context", "batch"):
-            values = convert(list[int], vloc, f"matrix.{key}")
+            values = convert(list[int], vloc, f"{path}.{key}")
             for i, (v, item) in enumerate(zip(values, sequence_items(vloc, key), strict=True)):
                 if v < 1:
-                    raise item.error(f"matrix.{key}[{i}]", f"must be >= 1, got {v}")
+                    raise item.error(f"{path}.{key}[{i}]", f"must be >= 1, got {v}")
         else:
-            values = convert(list[hints[key]], vloc, f"matrix.{key}", fields[key])  # type: ignore[valid-type]
+            values = convert(list[hints[key]], vloc, f"{path}.{key}", fields[key])  # type: ignore[valid-type]
             for i, (v, item) in enumerate(zip(values, sequence_items(vloc, key), strict=True)):
                 for fname, message in dataclasses.replace(params, **{key: v}).problems():
-                    raise item.error(f"matrix.{key}[{i}]", f"{fname} {message}")
+                    raise item.error(f"{path}.{key}[{i}]", f"{fname} {message}")
         if len(set(map(repr, values))) != len(values):
-            raise vloc.error(f"matrix.{key}", "values must be distinct")
+            raise vloc.error(f"{path}.{key}", "values must be distinct")
         matrix[key] = values
     if "context" not in matrix:
-        raise loc.error("matrix.context", "missing required field (context lengths in tokens)")
+        raise loc.error(f"{path}.context", "missing required field (context lengths in tokens)")
     matrix.setdefault("batch", [1])
     return matrix

@@ -19,10 +19,12 @@ from bench.pipeline import Placement, Step
 from bench.timeline import Timeline
 
 if TYPE_CHECKING:
+    import torch
+
     from bench.devices.fpga import FpgaDevice
     from bench.model.decoder import Decoder
     from bench.model.presets import ModelShape
-    from bench.suite import Case
+    from bench.suite import Case, ModelConfig
 
 #: One iteration of a bound workload, timed section by section in the timeline it is given.
 Iteration = Callable[[Timeline], None]
@@ -84,6 +86,20 @@ class Workload(ABC):
                              f"as one fused kernel (the study's design); got {got} on the FPGA")
         if len({placement.device_of(s) for s in on_fpga}) > 1:
             raise UsageError(f"placement '{placement.name}': the fused steps must run on one FPGA device")
+
+    @classmethod
+    def build_model(cls, config: ModelConfig, device: torch.device) -> Any:
+        """The model this method runs in: by default the GQA decoder at the configured shape."""
+        from bench.model.decoder import DTYPES, Decoder
+
+        return Decoder(config.shape(), DTYPES[config.dtype], device, seed=config.seed)
+
+    @classmethod
+    def weight_bytes(cls, config: ModelConfig) -> int:
+        """Device bytes of the model's weights."""
+        from bench.model.decoder import DTYPES
+
+        return config.shape().weight_params() * DTYPES[config.dtype].itemsize
 
     @abstractmethod
     def bind(self, placement: Placement, fpga: FpgaDevice | None) -> Iteration:

@@ -37,7 +37,7 @@ def test_valid_suite_expands_its_matrix():
     assert cases[-1].params.token_budget == 256 and cases[-1].batch == 2
     assert list(s.placements) == ["baseline", "baseline-torch", "hetero"]
     assert s.placements["hetero"].device_of(__import__("bench.pipeline").pipeline.Step.RELEVANCY) == "fpga"
-    assert s.to_dict()["model_shape"]["hidden"] == 256
+    assert s.to_dict()["experiments"]["seer-attention-r"]["model_shape"]["hidden"] == 256
 
 
 @pytest.mark.parametrize("path", sorted(Path("suites").glob("*.yaml")))
@@ -109,7 +109,7 @@ def test_unsafe_yaml_tags_are_rejected():
 def test_inline_model_shape_and_its_checks():
     text = GOOD.replace("model: {preset: tiny}",
                         "model: {hidden: 64, heads: 4, kv_heads: 2, head_dim: 16, ffn: 128, vocab: 100, layers: 1}")
-    assert parse_suite(text, "x.yaml").model.shape().heads == 4
+    assert parse_suite(text, "x.yaml").experiments["seer-attention-r"].model.shape().heads == 4
     bad = text.replace("kv_heads: 2", "kv_heads: 3")
     assert "multiple of kv_heads" in str(_error(bad))
     partial = GOOD.replace("model: {preset: tiny}", "model: {hidden: 64}")
@@ -119,3 +119,41 @@ def test_inline_model_shape_and_its_checks():
 def test_missing_suite_file_is_a_usage_error(tmp_path):
     with pytest.raises(UsageError, match="no such suite file"):
         load_suite(tmp_path / "nope.yaml")
+
+
+MULTI = """\
+name: multi
+placements:
+  baseline: {}
+  hetero: {relevancy: fpga, retrieval: fpga}
+experiments:
+  small:
+    model: {preset: tiny}
+    method: {name: seer-attention-r, token_budget: 128}
+    matrix: {context: [256], batch: [1, 2]}
+  large:
+    model: {preset: tiny, layers: 1}
+    method: {name: seer-attention-r, token_budget: 256}
+    matrix: {context: [512]}
+    placements: {baseline: {}}
+"""
+
+
+def test_suite_with_several_experiments():
+    s = parse_suite(MULTI, "m.yaml")
+    assert list(s.experiments) == ["small", "large"]
+    ids = [c.id for c in s.cases()]
+    assert ids == ["small/context=256,batch=1", "small/context=256,batch=2", "large/context=512,batch=1"]
+    assert [c.experiment for c in s.cases()] == ["small", "small", "large"]
+    assert list(s.experiments["small"].placements) == ["baseline", "hetero"]
+    assert list(s.experiments["large"].placements) == ["baseline"]
+    assert s.experiments["large"].model.layers == 1
+
+
+def test_experiment_errors_name_their_path():
+    err = _error(MULTI.replace("token_budget: 256}", "token_budgit: 256}"))
+    assert err.field == "experiments.large.method.token_budgit" and err.line == 12
+    err = _error(MULTI.replace("    matrix: {context: [512]}\n", "    matrix: {context: [512]}\n    matrx: {}\n"))
+    assert err.field == "experiments.large.matrx" and "did you mean 'matrix'" in str(err)
+    err = _error(MULTI.replace("name: multi\n", "name: multi\nmodel: tiny\n"))
+    assert err.field == "model" and "inside each experiment" in str(err)

@@ -25,7 +25,8 @@ def test_run_compare_export(write_suite, tmp_path):
     assert "run written to" in text
     run = RunDir(next(out.glob("tiny/*")))
     meta = run.meta()
-    assert meta["status"] == "complete" and meta["suite"]["model_shape"]["layers"] == 1
+    assert meta["status"] == "complete"
+    assert meta["suite"]["experiments"]["seer-attention-r"]["model_shape"]["layers"] == 1
     assert meta["software"]["torch"] and "commit" in meta["git"]
     trials = [r for r in run.records() if r["kind"] == "trial"]
     assert len(trials) == 2 * 3 * 2  # cases x placements x trials
