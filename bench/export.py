@@ -9,7 +9,7 @@ from bench.records import TRIAL
 
 #: Leading columns, in order; case values and per-step columns follow.
 COLUMNS = [
-    "run_id", "suite", "case_id", "placement", "trial", "status", "context", "batch",
+    "run_id", "suite", "experiment", "method", "case_id", "placement", "trial", "status", "context", "batch",
     "latency_ms", "latency_provenance", "tokens_per_s", "j_per_token", "tokens_per_j", "energy_j",
     "energy_provenance", "energy_scope", "energy_reason", "gpu_energy_j", "gpu_energy_method", "fpga_energy_j",
     "fpga_energy_method", "window_s", "iterations", "decode_tokens", "model", "layers", "layers_of_preset",
@@ -26,7 +26,8 @@ def tidy_rows(records: list[dict[str, Any]], meta: dict[str, Any]) -> list[dict[
         if kind not in (TRIAL, "skipped", "failed"):
             continue
         row: dict[str, Any] = {
-            "run_id": r.get("run_id"), "suite": meta.get("suite_name"), "case_id": r.get("case_id"),
+            "run_id": r.get("run_id"), "suite": meta.get("suite_name"), "experiment": r.get("experiment"),
+            "method": r.get("method"), "case_id": r.get("case_id"),
             "placement": r.get("placement"), "trial": r.get("trial"),
             "status": r.get("status", kind) if kind == TRIAL else kind, "device": device,
         }
