@@ -28,7 +28,6 @@ from bench.execution import CaseRun
 from bench.meters import EnergyMeter, describe_meters, detect_meters, merge_idle, net_energy
 from bench.methods import get_method
 from bench.model.decoder import DTYPES
-from bench.model.presets import PRESETS
 from bench.pipeline import FUSED
 from bench.provenance import command_line, git_info, host_info, software_info, utc_now
 from bench.records import FAILED, SKIPPED, TRIAL, WARMUP, Provenance, figure
@@ -229,7 +228,7 @@ class Runner:
         """Bytes a case needs on the device, by part (weights only if its model is not loaded yet)."""
         exp = self.suite.experiments[case.experiment]
         workload = get_method(exp.method)
-        shape = exp.model.shape()
+        shape = workload.model_shape(exp.model)
         dtype_bytes = DTYPES[exp.model.dtype].itemsize
         need = {
             "weights": 0 if self._model_of == case.experiment else workload.weight_bytes(exp.model),
@@ -457,9 +456,11 @@ class Runner:
         }
 
     def _model_info(self, experiment: str) -> dict[str, Any]:
-        m = self.suite.experiments[experiment].model
-        shape = m.shape()
-        full = PRESETS[m.preset].layers if m.preset else shape.layers
+        exp = self.suite.experiments[experiment]
+        m = exp.model
+        workload = get_method(exp.method)
+        shape = workload.model_shape(m)
+        full = workload.presets()[m.preset].layers if m.preset else shape.layers
         return {"name": shape.name, "layers": shape.layers, "layers_of_preset": full, "dtype": m.dtype,
                 "weights": "synthetic (seeded)", "seed": m.seed}
 

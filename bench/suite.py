@@ -178,7 +178,7 @@ class Experiment:
         """JSON-ready form."""
         return {
             "model": dataclasses.asdict(self.model),
-            "model_shape": self.model.shape().to_dict(),
+            "model_shape": get_method(self.method).model_shape(self.model).to_dict(),
             "method": {"name": self.method, **dataclasses.asdict(self.params)},
             "matrix": self.matrix,
             "placements": {n: p.to_dict() for n, p in self.placements.items()},
@@ -297,35 +297,35 @@ def _experiment(name: str, parts: dict[str, Located], default_placements: Locate
     for key in ("model", "method", "matrix"):
         if key not in parts:
             raise where.error(f"{path}{key}", "missing required field")
-    model = _model(parts["model"], f"{path}model")
     method, params = _method(parts["method"], f"{path}method")
+    model = _model(parts["model"], f"{path}model", get_method(method).presets())
     placements = _placements(parts.get("placements", default_placements), kinds, method,
                              f"{path}placements" if "placements" in parts else "placements")
     matrix = _matrix(parts["matrix"], params, f"{path}matrix")
     return Experiment(name, model, method, params, matrix, placements)
 
 
-def _model(loc: Located, path: str) -> ModelConfig:
+def _model(loc: Located, path: str, presets: dict[str, Any]) -> ModelConfig:
     if isinstance(loc.node, yaml.ScalarNode):
         value = scalar(loc, path)
-        if not isinstance(value, str) or value not in PRESETS:
-            raise loc.error(path, _preset_hint(str(value)))
+        if not isinstance(value, str) or value not in presets:
+            raise loc.error(path, _preset_hint(str(value), presets))
         return ModelConfig(preset=value)
     cfg = build(ModelConfig, loc, path)
     where = dict(mapping_items(loc, path))
     if cfg.preset is not None:
-        if cfg.preset not in PRESETS:
-            raise where["preset"].error(f"{path}.preset", _preset_hint(cfg.preset))
+        if cfg.preset not in presets:
+            raise where["preset"].error(f"{path}.preset", _preset_hint(cfg.preset, presets))
         inline = [f for f in INLINE_FIELDS if f != "layers" and getattr(cfg, f) is not None]
         if inline:
             raise where[inline[0]].error(f"{path}.{inline[0]}", "give either a preset or an inline shape, not both")
-        full = PRESETS[cfg.preset].layers
+        full = presets[cfg.preset].layers
         if cfg.layers is not None and cfg.layers > full:
             raise where["layers"].error(f"{path}.layers", f"{cfg.preset} has {full} layers; expected 1..{full}")
         return cfg
     missing = [f for f in INLINE_FIELDS if getattr(cfg, f) is None]
     if missing:
-        raise loc.error(path, f"expected a preset ({', '.join(PRESETS)}) or an inline shape with "
+        raise loc.error(path, f"expected a preset ({', '.join(presets)}) or an inline shape with "
                               f"{', '.join(INLINE_FIELDS)}; missing {', '.join(missing)}")
     if cfg.heads % cfg.kv_heads:  # type: ignore[operator]
         raise where["kv_heads"].error(f"{path}.kv_heads", f"heads ({cfg.heads}) must be a multiple of kv_heads")
@@ -334,12 +334,12 @@ def _model(loc: Located, path: str) -> ModelConfig:
     return cfg
 
 
-def _preset_hint(value: str) -> str:
+def _preset_hint(value: str, presets: dict[str, Any]) -> str:
     import difflib
 
-    close = difflib.get_close_matches(value, PRESETS, n=1, cutoff=0.5)
+    close = difflib.get_close_matches(value, presets, n=1, cutoff=0.5)
     hint = f"did you mean '{close[0]}'? " if close else ""
-    return f"unknown preset '{value}'; {hint}expected one of: {', '.join(PRESETS)}"
+    return f"unknown preset '{value}'; {hint}expected one of: {', '.join(presets)}"
 
 
 def _method_name(loc: Located) -> str:

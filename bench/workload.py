@@ -88,6 +88,18 @@ class Workload(ABC):
             raise UsageError(f"placement '{placement.name}': the fused steps must run on one FPGA device")
 
     @classmethod
+    def presets(cls) -> dict[str, Any]:
+        """Model presets a suite may name for this method (the GQA presets by default)."""
+        from bench.model.presets import PRESETS
+
+        return PRESETS
+
+    @classmethod
+    def model_shape(cls, config: ModelConfig) -> Any:
+        """The shape of the configured model: an object with ``name``, ``layers``, ``vocab`` and ``to_dict()``."""
+        return config.shape()
+
+    @classmethod
     def build_model(cls, config: ModelConfig, device: torch.device) -> Any:
         """The model this method runs in: by default the GQA decoder at the configured shape."""
         from bench.model.decoder import DTYPES, Decoder

@@ -49,7 +49,7 @@ def test_run_compare_export(write_suite, tmp_path):
         assert row["latency_provenance"] == t["metrics"]["latency_ms"]["provenance"]
         assert row["j_per_token"] == "" and row["energy_reason"]
     code, text = _run(["export", "--results", str(out)])
-    assert code == 0 and text.startswith("run_id,suite,case_id,placement")
+    assert code == 0 and text.startswith("run_id,suite,experiment,method,case_id,placement")
 
 
 def test_python_main_behaves_like_bench(write_suite, tmp_path):
