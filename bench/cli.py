@@ -212,6 +212,30 @@ def devices() -> None:
             _say(out, f"  {key}: {val}")
 
 
+@app.command()
+@_errors
+def kernels(
+    only: Annotated[str | None, typer.Option("--kernels", help="kernel families, comma-separated")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="one size per kernel, fewer repeats")] = False,
+    device: Annotated[str, typer.Option("--device", help="cuda, cuda:N, or cpu (a functional check only)")] = "cuda",
+    json_out: Annotated[Path | None, typer.Option("--json", help="also write the report as JSON")] = None,
+    markdown_out: Annotated[Path | None, typer.Option("--markdown", help="also write the table as Markdown")] = None,
+) -> None:
+    """Roofline table of the GPU kernels: time, GB/s, % of measured copy bandwidth, speedup vs torch."""
+    from kernels_gpu.benchmark import run_benchmark
+
+    families = [k.strip() for k in only.split(",") if k.strip()] if only else None
+    report = run_benchmark(device, families, quick)
+    table = report.to_markdown()
+    if json_out is not None:
+        json_out.write_text(report.to_json())
+    if markdown_out is not None:
+        markdown_out.write_text(table)
+    _say(out, table)
+    if report.failed:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     """Entry point of the ``bench`` console script and ``python main.py``."""
     app()
