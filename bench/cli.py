@@ -81,6 +81,13 @@ class _RichReporter:
         _say(self.progress.console, message)
 
 
+class Executor(str, Enum):
+    """Where cases run."""
+
+    local = "local"
+    ray = "ray"
+
+
 class Scope(str, Enum):
     """Energy scopes."""
 
@@ -102,6 +109,9 @@ def run(
     suite: Annotated[Path, typer.Argument(help="suite YAML file, e.g. suites/quickstart.yaml")],
     out_dir: Annotated[Path, typer.Option("--out", help="results root; runs go to OUT/<suite>/<run-id>")] = RESULTS,
     resume: Annotated[str | None, typer.Option("--resume", help="complete an interrupted run (dir or id)")] = None,
+    executor: Annotated[Executor, typer.Option("--executor", help="run here or on a Ray cluster")] = Executor.local,
+    address: Annotated[str | None, typer.Option("--address", help="Ray cluster address (default: a local Ray)")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the expanded matrix and a time estimate")] = False,
 ) -> None:
     """Run a suite: every case on every placement, recording latency, tokens/s and energy per token."""
     from bench.runner import Runner
@@ -109,13 +119,30 @@ def run(
     from bench.suite import load_suite
 
     s = load_suite(suite)
+    if dry_run:
+        rows = Runner(s, out_dir).plan()
+        for r in rows:
+            _say(out, f"{r['case']}  {r['method']} on {r['model']}  placements: {', '.join(r['placements'])}  "
+                      f"trials: {r['trials']}  >= {r['min_seconds']:.0f} s")
+        total = sum(r["min_seconds"] for r in rows)
+        _say(out, f"{len(rows)} case(s); at least {total / 60:.1f} min of measurement (warm-up, compilation and "
+                  "windows that outlast their minimum come on top)")
+        return
     previous = resolve_run(resume, out_dir) if resume else None
     if previous is not None and previous.meta().get("suite_text") != s.text:
         raise BenchError(f"{previous.path} was run from a different version of {suite}; start a new run instead")
+    if executor is Executor.ray:
+        from bench.executors import RayExecutor
+
+        chosen = RayExecutor(address)
+    else:
+        from bench.executors import LocalExecutor
+
+        chosen = LocalExecutor()
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
     with Progress(*columns, console=err, transient=False) as progress:
-        runner = Runner(s, out_dir, _RichReporter(progress), resume=previous)
+        runner = Runner(s, out_dir, _RichReporter(progress), resume=previous, executor=chosen)
         result = runner.run()
     _say(out, f"run written to {result.path}")
     if runner.failed:

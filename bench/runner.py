@@ -14,6 +14,7 @@ import dataclasses
 import gc
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -67,27 +68,53 @@ class NullReporter:
 
 
 class Runner:
-    """Runs a suite and writes its records.
+    """Runs a suite and writes its records into one run directory.
 
     Args:
         suite: The validated suite.
         out: Results root; the run goes to ``out/<suite>/<run-id>``.
         reporter: Progress sink.
         resume: An earlier, interrupted run of the same suite to complete instead of starting anew.
+        executor: Where cases run: in this process (default) or spread over a cluster
+            (:mod:`bench.executors`).
     """
 
-    def __init__(self, suite: Suite, out: Path, reporter: Reporter | None = None, resume: RunDir | None = None):
+    def __init__(self, suite: Suite, out: Path, reporter: Reporter | None = None, resume: RunDir | None = None,
+                 executor: Any = None) -> None:
+        from bench.executors import LocalExecutor
+
         self.suite = suite
         self.out = out
         self.reporter = reporter or NullReporter()
         self.resume = resume
-        self.device = gpu_dev.resolve(suite.gpu.device)
-        self.meters: dict[str, EnergyMeter] = detect_meters(str(self.device), sync=lambda: synchronize(self.device))
-        self.model: Any = None
-        self._model_of: str | None = None
+        self.executor = executor or LocalExecutor()
         self.failed = 0
 
-    # -- the run --------------------------------------------------------------------------------------------
+    def todo(self, done: set[tuple[str, str, Any]]) -> list[tuple[Case, list[str]]]:
+        """Cases with the placements that still miss a trial, in suite order."""
+        trials = range(self.suite.measure.trials)
+        todo = [(c, [p for p in self.suite.experiments[c.experiment].placements
+                     if any((c.id, p, t) not in done for t in trials)]) for c in self.suite.cases()]
+        return [(c, ps) for c, ps in todo if ps]
+
+    def plan(self) -> list[dict[str, Any]]:
+        """The expanded matrix without running it: per case, its placements, trials and a time lower bound.
+
+        The bound counts the measured windows (trials x ``min_duration_s``), the idle windows and the
+        composition check's per-section windows; warm-up, compilation and windows that outlast their minimum
+        come on top.
+        """
+        m = self.suite.measure
+        rows = []
+        for case, placements in self.todo(set()):
+            exp = self.suite.experiments[case.experiment]
+            seconds = len(placements) * m.trials * m.min_duration_s + 2 * m.idle_s
+            if m.composition and "baseline" in placements:
+                seconds += 5 * m.min_duration_s  # about one window per timeline section
+            rows.append({"case": case.id, "experiment": case.experiment, "method": exp.method,
+                         "model": exp.model.preset or "inline", "placements": placements, "trials": m.trials,
+                         "min_seconds": seconds})
+        return rows
 
     def run(self) -> RunDir:
         """Run every case not already recorded; returns the run directory."""
@@ -108,38 +135,64 @@ class Runner:
                 "ended": None,
                 "status": "running",
                 "host": host_info(),
-                "gpu": gpu_dev.describe(self.device),
-                "gpu_state": measure.gpu_state(self.meters),
                 "software": software_info(),
                 "git": git,
-                "fpga": {n: self._fpga(n).describe() for n in s.fpgas if self._uses(n)},
-                "energy_meters": describe_meters(self.meters),
                 "energy_scopes": {"headline": ACCEL, ACCEL: "gpu + fpga (the fpga only where a placement has one)",
                                   "cpu": "reported apart, not in the headline"},
+                **self.executor.describe(s),
             }
             run = RunDir.create(self.out, s.name, git["commit"], meta)
             done = set()
-        trials = range(s.measure.trials)
-        todo = [(c, [p for p in s.experiments[c.experiment].placements
-                     if any((c.id, p, t) not in done for t in trials)]) for c in s.cases()]
-        todo = [(c, ps) for c, ps in todo if ps]
+        todo = self.todo(done)
         self.reporter.start(sum(len(ps) for _, ps in todo) * s.measure.trials)
         try:
-            for case, placements in todo:
-                self._run_case(run, case, placements, done)
+            self.failed = self.executor.run(s, run.run_id, todo, done, run.append, self.reporter)
         finally:
-            for m in self.meters.values():
-                m.close()
             run.update_meta(ended=utc_now(), status="complete" if not self.failed else "complete-with-failures")
         return run
+
+
+class CaseRunner:
+    """Runs cases of a suite on this process's device, emitting their records.
+
+    Args:
+        suite: The validated suite.
+        reporter: Progress sink.
+    """
+
+    def __init__(self, suite: Suite, reporter: Reporter | None = None) -> None:
+        self.suite = suite
+        self.reporter = reporter or NullReporter()
+        self.device = gpu_dev.resolve(suite.gpu.device)
+        self.meters: dict[str, EnergyMeter] = detect_meters(str(self.device), sync=lambda: synchronize(self.device))
+        self.model: Any = None
+        self._model_of: str | None = None
+        self.failed = 0
+
+    def describe(self) -> dict[str, Any]:
+        """Provenance of this process's devices: GPU, its state, FPGA devices, energy meters."""
+        s = self.suite
+        return {
+            "gpu": gpu_dev.describe(self.device),
+            "gpu_state": measure.gpu_state(self.meters),
+            "fpga": {n: self._fpga(n).describe() for n in s.fpgas if self._uses(n)},
+            "energy_meters": describe_meters(self.meters),
+        }
+
+    def close(self) -> None:
+        """Stop the meters' background threads."""
+        for m in self.meters.values():
+            m.close()
 
     def _uses(self, fpga: str) -> bool:
         return any(fpga in p.steps.values() for p in self.suite.placements.values())
 
-    def _run_case(self, run: RunDir, case: Case, placements: list[str], done: set[tuple[str, str, Any]]) -> None:
+    def run_case(self, run_id: str, case: Case, placements: list[str], done: set[tuple[str, str, Any]],
+                 emit: Callable[[dict[str, Any]], None]) -> None:
+        """Measure one case on ``placements`` (skipping trials in ``done``); each record goes to ``emit``."""
         s = self.suite
         exp = s.experiments[case.experiment]
-        base = {"run_id": run.run_id, "case_id": case.id, "experiment": case.experiment, "method": exp.method,
+        base = {"run_id": run_id, "case_id": case.id, "experiment": case.experiment, "method": exp.method,
                 "case": case.values}
         need = self._memory_needed(case)
         free = gpu_dev.free_memory(self.device)
@@ -147,7 +200,7 @@ class Runner:
             parts = ", ".join(f"{k} {_gib(v)}" for k, v in need.items() if k != "total")
             reason = (f"does not fit: needs {_gib(need['total'])} GiB ({parts} GiB), "
                       f"{_gib(free)} GiB free on {self.device}")
-            self._skip(run, base, placements, reason, need, free)
+            self._skip(emit, base, placements, reason, need, free)
             return
         cr: CaseRun | None = None
         try:
@@ -156,13 +209,13 @@ class Runner:
                              {p: exp.placements[p] for p in placements}, s.measure.decode_tokens, self._fpga,
                              exp.model.seed)
             except torch.OutOfMemoryError as exc:
-                self._skip(run, base, placements, f"out of memory while setting up: {str(exc).splitlines()[0]}",
+                self._skip(emit, base, placements, f"out of memory while setting up: {str(exc).splitlines()[0]}",
                            need, free)
                 return
             for name in placements:
-                run.append({**base, "kind": WARMUP, "placement": name, "trial": None, **self._warmup(cr, name)})
+                emit({**base, "kind": WARMUP, "placement": name, "trial": None, **self._warmup(cr, name)})
             idle_before = measure.idle_window(self.meters, s.measure.idle_s, self.device)
-            run.append({**base, "kind": IDLE, "placement": None, "trial": None, "phase": "before",
+            emit({**base, "kind": IDLE, "placement": None, "trial": None, "phase": "before",
                         "idle": {k: dataclasses.asdict(v) for k, v in idle_before.items()}})
             trials: dict[str, list[dict[str, Any]]] = {p: [] for p in placements}
             for t in range(s.measure.trials):
@@ -176,18 +229,18 @@ class Runner:
                     rec = self._trial(cr, name, idle_before)
                     rec = {**base, "kind": TRIAL, "placement": name, "trial": t, "started": started,
                            "ended": utc_now(), **rec}
-                    run.append(rec)
+                    emit(rec)
                     trials[name].append(rec)
             idle_after = measure.idle_window(self.meters, s.measure.idle_s, self.device)
-            run.append({**base, "kind": IDLE, "placement": None, "trial": None, "phase": "after",
+            emit({**base, "kind": IDLE, "placement": None, "trial": None, "phase": "after",
                         "idle": {k: dataclasses.asdict(v) for k, v in idle_after.items()}})
             idle = {scope: merge_idle(idle_before[scope], idle_after[scope]) for scope in idle_before}
             for name in placements:
                 if trials[name]:
-                    run.append({**base, "kind": SUMMARY, "placement": name, "trial": None,
+                    emit({**base, "kind": SUMMARY, "placement": name, "trial": None,
                                 **self._summary(cr, name, trials[name], idle)})
             if s.measure.composition and "baseline" in placements and trials["baseline"]:
-                run.append({**base, "kind": COMPOSITION, "placement": "baseline", "trial": None,
+                emit({**base, "kind": COMPOSITION, "placement": "baseline", "trial": None,
                             **self._composition(cr, "baseline", trials["baseline"], idle["gpu"].watts)})
         except BenchError:
             raise
@@ -195,18 +248,18 @@ class Runner:
             self.failed += 1
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             self.reporter.note(f"{case.id}: failed: {first}")
-            run.append({**base, "kind": FAILED, "placement": None, "trial": None, "error": first,
+            emit({**base, "kind": FAILED, "placement": None, "trial": None, "error": first,
                         "traceback": traceback.format_exc(limit=8)})
         finally:
             del cr
             gc.collect()
             gpu_dev.empty_cache(self.device)
 
-    def _skip(self, run: RunDir, base: dict[str, Any], placements: list[str], reason: str,
+    def _skip(self, emit: Callable[[dict[str, Any]], None], base: dict[str, Any], placements: list[str], reason: str,
               need: dict[str, int], free: int | None) -> None:
         self.reporter.note(f"{base['case_id']}: skipped: {reason}")
         for name in placements:
-            run.append({**base, "kind": SKIPPED, "placement": name, "trial": None, "reason": reason,
+            emit({**base, "kind": SKIPPED, "placement": name, "trial": None, "reason": reason,
                         "memory_needed_bytes": need, "memory_free_bytes": free})
             for _ in range(self.suite.measure.trials):
                 self.reporter.advance(f"{base['case_id']} skipped")
