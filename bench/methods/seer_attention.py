@@ -29,6 +29,7 @@ from bench.model.decoder import Decoder, KVCache, Rope
 from bench.model.presets import ModelShape
 from bench.pipeline import Index, Scores, Selection, Step
 from bench.schema import param
+from kernels_gpu.relevancy_topk import relevancy_topk
 from kernels_gpu.sparse_decode import block_sparse_decode
 
 
@@ -218,6 +219,14 @@ class SeerAttentionR(SparseAttentionMethod):
         idx = torch.topk(s, take, dim=-1, sorted=False).indices if take else s.new_empty(*s.shape[:2], 0,
                                                                                           dtype=torch.long)
         return BlockSelection(_pad(idx, k))
+
+    def relevancy_retrieve(self, memory: KVMemory, index: GateIndex, query: AttentionQuery) -> BlockSelection:
+        """Fused gate scoring + exact top-k (kernels_gpu.relevancy_topk: Triton on CUDA, torch elsewhere)."""
+        k, n = self.params.k_blocks, index.n_candidates
+        if n == 0:
+            return BlockSelection(index.query_key.new_full((*index.query_key.shape[:2], k), -1, dtype=torch.int32))
+        idx, _ = relevancy_topk(index.query_key, index.keys, n, k, impl=self.impl)
+        return BlockSelection(idx)
 
     def apply(self, memory: KVMemory, selection: BlockSelection, query: AttentionQuery) -> torch.Tensor:
         """Block-sparse decode attention over the selected blocks plus the current block."""
