@@ -32,6 +32,9 @@ import numpy as np
 from numpy.ctypeslib import ndpointer
 
 from bench.errors import DeviceUnavailableError, UsageError
+from kernels_fpga.interface import KERNELS
+from kernels_fpga.layout import Stripes, bm25_channels, pack_query_bitmap
+from kernels_fpga.params import HEADER, parse_header
 from kernels_fpga.reference import bm25_query_mask
 
 SOURCE_DIR = Path(__file__).resolve().parent / "hls"
@@ -43,29 +46,8 @@ CXX_FLAGS = ("-O2", "-std=c++17", "-fPIC", "-shared", "-fno-gnu-unique")
 """g++ flags; -fno-gnu-unique lets a rebuilt library load beside an older one in the same process."""
 DEFAULT_COMPILER = "g++"
 
-PARAMETERS = (
-    "BENCH_D",
-    "BENCH_N_PE",
-    "BENCH_PE_MACS",
-    "BENCH_PACKET",
-    "BENCH_K_MAX",
-    "BENCH_DSA_K_MAX",
-    "BENCH_BRAM_KEYS",
-    "BENCH_URAM_KEYS",
-    "BENCH_MAX_KEYS",
-    "BENCH_MAX_ROWS",
-    "BENCH_MAX_GROUP",
-    "BENCH_DSA_HEADS",
-    "BENCH_DSA_HEADS_PER_PASS",
-    "BENCH_VOCAB",
-    "BENCH_BM25_CHANNELS",
-    "BENCH_BM25_LANES",
-    "BENCH_MAX_DOCS",
-    "BENCH_MAX_DOC_TERMS",
-    "BENCH_BM25_K1_Q16",
-    "BENCH_BM25_B_Q16",
-)
-"""Compile-time parameters of ``hls/bench_params.h`` that ``overrides`` may set."""
+PARAMETERS = tuple(parse_header(HEADER.read_text(encoding="utf-8")))
+"""Compile-time parameters of ``hls/bench_params.h`` that ``overrides`` may set, in header order."""
 
 _COMPILER_OUTPUT_LINES = 20
 _INT16_HINT = "quantize with kernels_fpga.quantize.to_int16"
@@ -275,20 +257,9 @@ def _ptr(dtype: type) -> type:
     return ndpointer(dtype=dtype, flags="C_CONTIGUOUS")
 
 
-_I32 = ctypes.c_int32
-_SIGNATURES = {
-    "relevancy_topk": (_ptr(np.int16), _ptr(np.int16), _ptr(np.int32), _ptr(np.int64), *[_I32] * 5),
-    "threshold_select": (
-        *(_ptr(np.int16), _ptr(np.int16), _ptr(np.uint64), _ptr(np.int32)),
-        *(_I32, _I32, ctypes.c_int64, _I32, _I32),
-    ),
-    "page_topk": (_ptr(np.int16), _ptr(np.int16), _ptr(np.int32), _ptr(np.int64), *[_I32] * 7),
-    "dsa_indexer_topk": (*[_ptr(np.int16)] * 3, _ptr(np.int32), _ptr(np.int64), *[_I32] * 6),
-    "bm25_topk": (
-        *(_ptr(np.int64), _ptr(np.uint32), _ptr(np.uint16), _ptr(np.uint64), _ptr(np.int32)),
-        *(_ptr(np.int32), _ptr(np.int64), _I32, _I32),
-    ),
-}
+def _argtypes(kernel: str) -> list[Any]:
+    """Ctypes argument types of a top function, from :data:`kernels_fpga.interface.KERNELS`."""
+    return [_ptr(arg.dtype.type) if arg.is_pointer else ctypes.c_int32 for arg in KERNELS[kernel]]
 
 
 def _sort_selection(index: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -302,6 +273,11 @@ def _sort_selection(index: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, n
 class CsimLibrary:
     """One loaded C-simulation library: the five kernels as numpy functions.
 
+    The kernels keep state between calls, as on the board: the key kernels' on-chip tiers and the BM25
+    IDF table. The numpy methods are stateless anyway (they refresh the tiers on every call, ``sync_from
+    = 0``, and reload the IDF table whenever one is passed); :meth:`call` exposes the raw top functions
+    for host-level tests. Calls are serialized by a lock, since that state is shared.
+
     Attributes:
         info: how the library was built (:class:`BuildInfo`).
         params: compile-time parameters reported by the library itself, e.g. ``params["BENCH_D"]``.
@@ -310,15 +286,22 @@ class CsimLibrary:
     def __init__(self, info: BuildInfo) -> None:
         self.info = info
         self._lib = ctypes.CDLL(str(info.library))
-        for name, argtypes in _SIGNATURES.items():
+        self._lock = threading.Lock()
+        self._idf_loaded = False
+        for name in KERNELS:
             function = getattr(self._lib, name)
-            function.argtypes = list(argtypes)
+            function.argtypes = _argtypes(name)
             function.restype = None
         self._lib.bench_param_count.restype = ctypes.c_int
         self._lib.bench_param_name.restype = ctypes.c_char_p
         self._lib.bench_param_name.argtypes = [ctypes.c_int]
         self._lib.bench_param_value.restype = ctypes.c_longlong
         self._lib.bench_param_value.argtypes = [ctypes.c_int]
+        self._lib.bench_layout_probe.argtypes = [*[ctypes.c_int32] * 8, _ptr(np.int32)]
+        self._lib.bench_layout_probe.restype = None
+        for name in ("bench_port_count", "bench_global_index"):
+            getattr(self._lib, name).argtypes = [ctypes.c_int32] * 3
+            getattr(self._lib, name).restype = ctypes.c_int32
         self.params: dict[str, int] = {
             self._lib.bench_param_name(i).decode(): int(self._lib.bench_param_value(i))
             for i in range(self._lib.bench_param_count())
@@ -327,6 +310,56 @@ class CsimLibrary:
     def provenance(self) -> dict[str, Any]:
         """Build provenance plus the compiled parameters, as plain values for a result record."""
         return {**self.info.as_dict(), "params": dict(self.params)}
+
+    def call(self, kernel: str, *args: Any) -> None:
+        """Runs a top function with its exact arguments (:data:`kernels_fpga.interface.KERNELS`).
+
+        Buffers are C-contiguous numpy arrays laid out as on the board (:mod:`kernels_fpga.layout`),
+        scalars Python ints; outputs are written in place. Kernel state (on-chip tiers, IDF table) is the
+        library's own, so a call with ``sync_from > 0`` or ``load_idf = 0`` sees what earlier calls left.
+
+        Raises:
+            KernelInputError: unknown kernel or wrong argument count.
+        """
+        if kernel not in KERNELS:
+            raise KernelInputError(f"unknown kernel {kernel!r}; kernels: {', '.join(KERNELS)}")
+        if len(args) != len(KERNELS[kernel]):
+            raise KernelInputError(f"{kernel} takes {len(KERNELS[kernel])} arguments, got {len(args)}")
+        with self._lock:
+            if kernel == "bm25_topk" and args[-1]:
+                self._idf_loaded = True
+            getattr(self._lib, kernel)(*args)
+
+    def kernel_layout(self, rows: int, n: int, row_stride: int, vectors: int, bram_request: int,
+                      uram_request: int) -> dict[str, int]:
+        """The kernels' own ``make_layout`` (``hls/bench_layout.h``) for one call, as compiled.
+
+        Args:
+            rows: Rows in the call.
+            n: Entries per row.
+            row_stride: Row stride (capacity) in entries.
+            vectors: D-dim vectors per entry (keys 1, pages 2).
+            bram_request: BRAM entries per row the host asks for.
+            uram_request: URAM entries per row the host asks for.
+
+        Returns:
+            ``port_stride``, ``bram_local``, ``uram_local``, ``bram_end``, ``uram_end`` (entries).
+        """
+        p = self.params
+        out = np.zeros(5, dtype=np.int32)
+        self._lib.bench_layout_probe(rows, n, row_stride, p["BENCH_PE_BLOCK"] // vectors, bram_request, uram_request,
+                                     p["BENCH_BRAM_KEYS"] // p["BENCH_N_PE"] // vectors,
+                                     p["BENCH_URAM_KEYS"] // p["BENCH_N_PE"] // vectors, out)
+        return dict(zip(("port_stride", "bram_local", "uram_local", "bram_end", "uram_end"), map(int, out),
+                        strict=True))
+
+    def port_count(self, x: int, port: int, stripe: int) -> int:
+        """The kernels' ``port_count``: entries of ``port`` among a row's entries [0, x)."""
+        return int(self._lib.bench_port_count(x, port, stripe))
+
+    def global_index(self, local: int, port: int, stripe: int) -> int:
+        """The kernels' ``global_index``: row index of local entry ``local`` of ``port``."""
+        return int(self._lib.bench_global_index(local, port, stripe))
 
     # ----------------------------------------------------------------------------------------------
     # validation
@@ -365,25 +398,54 @@ class CsimLibrary:
     def _check_k(self, k: int, param: str = "BENCH_K_MAX") -> int:
         return self._check_count("k", k, 1, param, f"rebuild with overrides={{'{param}': <power of two >= k>}}")
 
-    def _tiers(self, rows: int, bram: int | None, uram: int | None, vectors_per_entry: int) -> tuple[int, int]:
-        """Per-row tier capacities in entries: by default the on-chip tiers are shared evenly by the rows."""
-        share = vectors_per_entry * max(rows, 1)
+    def _tiers(self, rows: int, bram: int | None, uram: int | None, vectors: int) -> tuple[int, int]:
+        """Per-row tier requests in entries: by default the on-chip tiers are shared evenly by the rows.
+
+        The kernel keeps whole stripes of every PE, so a request is rounded down to a multiple of
+        N_PE x stripe entries (bench_layout.h); it never changes results, only where entries are read from.
+        """
         caps = []
         for name, given, param in (("bram", bram, "BENCH_BRAM_KEYS"), ("uram", uram, "BENCH_URAM_KEYS")):
-            most = self.params[param] // vectors_per_entry
+            most = self.params[param] // vectors
             if given is None:
-                caps.append(self.params[param] // share)
+                caps.append(most // max(rows, 1))
             elif isinstance(given, bool) or not isinstance(given, int | np.integer) or not 0 <= given <= most:
-                raise KernelInputError(f"{name} tier capacity must be an integer in [0, {most}], got {given!r}")
+                raise KernelInputError(f"{name} tier request must be an integer in [0, {most}], got {given!r}")
             else:
                 caps.append(int(given))
         return caps[0], caps[1]
+
+    def _ports(self, entries: np.ndarray, row_stride: int | None, vectors: int) -> tuple[list[np.ndarray], int]:
+        """The striped port buffers of entries [R, N, vectors * D] for a row stride (default N)."""
+        n = entries.shape[1]
+        stride = n if row_stride is None else row_stride
+        if isinstance(stride, bool) or not isinstance(stride, int | np.integer) or not n <= stride:
+            raise KernelInputError(f"row stride (capacity) must be an integer >= the {n} entries per row, "
+                                   f"got {row_stride!r}")
+        self._check_count("row stride", int(stride), 0, "BENCH_MAX_KEYS")
+        stripes = Stripes(self.params["BENCH_N_PE"], self.params["BENCH_PE_BLOCK"] // vectors, int(stride))
+        return stripes.split(entries), int(stride)
+
+    def _key_inputs(self, q: np.ndarray, keys: np.ndarray, q_ndim: int) -> tuple[np.ndarray, np.ndarray]:
+        q = self._array("q", q, np.int16, q_ndim, _INT16_HINT)
+        keys = self._array("keys", keys, np.int16, 3, _INT16_HINT)
+        self._check_dim("keys", keys.shape[2])
+        self._check_count("rows", keys.shape[0], 0, "BENCH_MAX_ROWS")
+        self._check_count("keys per row", keys.shape[1], 0, "BENCH_MAX_KEYS")
+        return q, keys
 
     # ----------------------------------------------------------------------------------------------
     # kernels
 
     def relevancy_topk(
-        self, q: np.ndarray, keys: np.ndarray, k: int, *, bram_keys: int | None = None, uram_keys: int | None = None
+        self,
+        q: np.ndarray,
+        keys: np.ndarray,
+        k: int,
+        *,
+        row_stride: int | None = None,
+        bram_keys: int | None = None,
+        uram_keys: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Inner-product scores of every key, then the top k per row (``hls/relevancy_topk.cpp``).
 
@@ -391,29 +453,28 @@ class CsimLibrary:
             q: int16 [R, D] one query per row (a row is a (batch, KV head) pair).
             keys: int16 [R, N, D] keys per row.
             k: keys to select per row, in [1, BENCH_K_MAX]; k > N pads with -1.
-            bram_keys: keys per row in the BRAM tier; default BENCH_BRAM_KEYS // R. Never changes results.
-            uram_keys: keys per row in the URAM tier; default BENCH_URAM_KEYS // R. Never changes results.
+            row_stride: keys per row the striped port buffers hold (the capacity a resident row may grow
+                to), >= N; default N. Never changes results.
+            bram_keys: keys per row to keep in BRAM; default BENCH_BRAM_KEYS // R. Never changes results.
+            uram_keys: keys per row to keep in URAM; default BENCH_URAM_KEYS // R. Never changes results.
 
         Returns:
             (index int32 [R, k], score int64 [R, k]) per row sorted by (score desc, index asc); unfilled
             slots hold -1 and INT64_MIN.
 
         Raises:
-            KernelInputError: on a wrong dtype, shape, contiguity, head dimension or k.
+            KernelInputError: on a wrong dtype, shape, contiguity, head dimension, row stride or k.
         """
-        q = self._array("q", q, np.int16, 2, _INT16_HINT)
-        keys = self._array("keys", keys, np.int16, 3, _INT16_HINT)
+        q, keys = self._key_inputs(q, keys, 2)
         rows, n, dim = keys.shape
-        self._check_dim("keys", dim)
         if q.shape != (rows, dim):
             raise KernelInputError(f"q must have shape (R, D) = {(rows, dim)} to match keys, got {q.shape}")
-        self._check_count("rows", rows, 0, "BENCH_MAX_ROWS")
-        self._check_count("keys per row", n, 0, "BENCH_MAX_KEYS")
         k = self._check_k(k)
+        ports, stride = self._ports(keys, row_stride, 1)
         bram, uram = self._tiers(rows, bram_keys, uram_keys, 1)
         index = np.empty((rows, k), dtype=np.int32)
         score = np.empty((rows, k), dtype=np.int64)
-        self._lib.relevancy_topk(q, keys, index, score, rows, n, k, bram, uram)
+        self.call("relevancy_topk", q, *ports, index, score, rows, n, stride, k, bram, uram, 0)
         return _sort_selection(index, score)
 
     def threshold_select(
@@ -422,6 +483,7 @@ class CsimLibrary:
         keys: np.ndarray,
         threshold: int,
         *,
+        row_stride: int | None = None,
         bram_keys: int | None = None,
         uram_keys: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -431,34 +493,34 @@ class CsimLibrary:
             q: int16 [R, D] one query per row.
             keys: int16 [R, N, D] keys per row.
             threshold: int64 threshold in the integer score's fixed point (for float scores s and int16
-                scales a, b from :func:`kernels_fpga.quantize.to_int16`: about s / (a * b)).
-            bram_keys: keys per row in the BRAM tier; default BENCH_BRAM_KEYS // R. Never changes results.
-            uram_keys: keys per row in the URAM tier; default BENCH_URAM_KEYS // R. Never changes results.
+                scales a, b from :func:`kernels_fpga.quantize.to_int16`: about s / (a * b)). The kernel
+                reads it from a one-element buffer.
+            row_stride: keys per row the port buffers hold, >= N; default N. Never changes results.
+            bram_keys: keys per row to keep in BRAM; default BENCH_BRAM_KEYS // R. Never changes results.
+            uram_keys: keys per row to keep in URAM; default BENCH_URAM_KEYS // R. Never changes results.
 
         Returns:
             (bitmap uint64 [R, ceil(N / 64)], where bit b of word w is key 64 * w + b;
             count int32 [R] of selected keys).
 
         Raises:
-            KernelInputError: on a wrong dtype, shape, contiguity, head dimension or threshold.
+            KernelInputError: on a wrong dtype, shape, contiguity, head dimension, row stride or threshold.
         """
-        q = self._array("q", q, np.int16, 2, _INT16_HINT)
-        keys = self._array("keys", keys, np.int16, 3, _INT16_HINT)
+        q, keys = self._key_inputs(q, keys, 2)
         rows, n, dim = keys.shape
-        self._check_dim("keys", dim)
         if q.shape != (rows, dim):
             raise KernelInputError(f"q must have shape (R, D) = {(rows, dim)} to match keys, got {q.shape}")
-        self._check_count("rows", rows, 0, "BENCH_MAX_ROWS")
-        self._check_count("keys per row", n, 0, "BENCH_MAX_KEYS")
         info = np.iinfo(np.int64)
         if isinstance(threshold, bool) or not isinstance(threshold, int | np.integer):
             raise KernelInputError(f"threshold must be an integer, got {threshold!r}")
         if not info.min <= threshold <= info.max:
             raise KernelInputError(f"threshold must fit int64, got {threshold}")
+        ports, stride = self._ports(keys, row_stride, 1)
         bram, uram = self._tiers(rows, bram_keys, uram_keys, 1)
         bitmap = np.zeros((rows, -(-n // 64)), dtype=np.uint64)
         count = np.zeros(rows, dtype=np.int32)
-        self._lib.threshold_select(q, keys, bitmap, count, rows, n, int(threshold), bram, uram)
+        limit = np.array([threshold], dtype=np.int64)
+        self.call("threshold_select", q, limit, *ports, bitmap, count, rows, n, stride, bram, uram, 0)
         return bitmap, count
 
     def page_topk(
@@ -469,6 +531,7 @@ class CsimLibrary:
         k: int,
         sub: int = 1,
         *,
+        page_stride: int | None = None,
         bram_pages: int | None = None,
         uram_pages: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -480,9 +543,10 @@ class CsimLibrary:
             kmax: int16 [R, P, D] element-wise key maximum per page.
             k: page groups to select per row, in [1, BENCH_K_MAX].
             sub: consecutive pages per group (LServe 4, Quest 1); the last group may be partial.
-            bram_pages: pages per row in the BRAM tier (a page stores 2 vectors); default
+            page_stride: pages per row the port buffers hold, >= P; default P. Never changes results.
+            bram_pages: pages per row to keep in BRAM (a page stores 2 vectors); default
                 BENCH_BRAM_KEYS // (2 R). Never changes results.
-            uram_pages: pages per row in the URAM tier; default BENCH_URAM_KEYS // (2 R).
+            uram_pages: pages per row to keep in URAM; default BENCH_URAM_KEYS // (2 R).
 
         Returns:
             (group index int32 [R, k], score int64 [R, k]) sorted by (score desc, index asc); group j covers
@@ -508,12 +572,12 @@ class CsimLibrary:
         if isinstance(sub, bool) or not isinstance(sub, int | np.integer) or sub < 1:
             raise KernelInputError(f"sub (pages per group) must be an integer >= 1, got {sub!r}")
         k = self._check_k(k)
+        # A page is one entry: its min and max vectors side by side, one burst on the board.
+        ports, stride = self._ports(np.concatenate((kmin, kmax), axis=2), page_stride, 2)
         bram, uram = self._tiers(rows, bram_pages, uram_pages, 2)
-        # One burst per page on the board: each page's min and max vectors are stored side by side.
-        bounds = np.ascontiguousarray(np.stack((kmin, kmax), axis=2))
         index = np.empty((rows, k), dtype=np.int32)
         score = np.empty((rows, k), dtype=np.int64)
-        self._lib.page_topk(q, bounds, index, score, rows, group, n_pages, int(sub), k, bram, uram)
+        self.call("page_topk", q, *ports, index, score, rows, group, n_pages, stride, int(sub), k, bram, uram, 0)
         return _sort_selection(index, score)
 
     def dsa_indexer_topk(
@@ -523,6 +587,7 @@ class CsimLibrary:
         keys: np.ndarray,
         k: int,
         *,
+        row_stride: int | None = None,
         bram_keys: int | None = None,
         uram_keys: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -534,8 +599,9 @@ class CsimLibrary:
             w: int16 [R, H] fixed-point head weights.
             keys: int16 [R, N, D] indexer keys, one per cached token, shared by the heads.
             k: tokens to select per row, in [1, BENCH_DSA_K_MAX].
-            bram_keys: keys per row in the BRAM tier; default BENCH_BRAM_KEYS // R. Never changes results.
-            uram_keys: keys per row in the URAM tier; default BENCH_URAM_KEYS // R. Never changes results.
+            row_stride: keys per row the port buffers hold, >= N; default N. Never changes results.
+            bram_keys: keys per row to keep in BRAM; default BENCH_BRAM_KEYS // R. Never changes results.
+            uram_keys: keys per row to keep in URAM; default BENCH_URAM_KEYS // R. Never changes results.
 
         Returns:
             (token index int32 [R, k], score int64 [R, k]) sorted by (score desc, index asc); unfilled
@@ -544,25 +610,35 @@ class CsimLibrary:
         Raises:
             KernelInputError: on a wrong dtype, shape, contiguity, head dimension, head count or k.
         """
-        q = self._array("q", q, np.int16, 3, _INT16_HINT)
+        q, keys = self._key_inputs(q, keys, 3)
         w = self._array("w", w, np.int16, 2, _INT16_HINT)
-        keys = self._array("keys", keys, np.int16, 3, _INT16_HINT)
         rows, n, dim = keys.shape
-        self._check_dim("keys", dim)
         heads = q.shape[1]
         if q.shape != (rows, heads, dim) or w.shape != (rows, heads):
             raise KernelInputError(
                 f"q must have shape (R, H, D) and w (R, H) with R={rows}, D={dim}; got {q.shape} and {w.shape}"
             )
-        self._check_count("rows", rows, 0, "BENCH_MAX_ROWS")
         self._check_count("indexer heads", heads, 1, "BENCH_DSA_HEADS")
-        self._check_count("keys per row", n, 0, "BENCH_MAX_KEYS")
         k = self._check_k(k, "BENCH_DSA_K_MAX")
+        ports, stride = self._ports(keys, row_stride, 1)
         bram, uram = self._tiers(rows, bram_keys, uram_keys, 1)
         index = np.empty((rows, k), dtype=np.int32)
         score = np.empty((rows, k), dtype=np.int64)
-        self._lib.dsa_indexer_topk(q, w, keys, index, score, rows, heads, n, k, bram, uram)
+        self.call("dsa_indexer_topk", q, w, *ports, index, score, rows, heads, n, stride, k, bram, uram, 0)
         return _sort_selection(index, score)
+
+    def bm25_load_idf(self, idf_q16: np.ndarray) -> None:
+        """Loads the IDF table into the kernel's on-chip banks (a call with ``load_idf = 1``, no documents).
+
+        Later :meth:`bm25_topk` calls with ``idf_q16=None`` use it, as a board keeps it between queries.
+
+        Args:
+            idf_q16: int32 [BENCH_VOCAB] non-negative IDF in Q16 (:func:`kernels_fpga.reference.bm25_idf_q16`).
+
+        Raises:
+            KernelInputError: on a malformed IDF table.
+        """
+        self._bm25_run(np.zeros(1, np.int64), np.zeros(0, np.uint32), np.zeros(0, np.uint16), [], idf_q16, 1)
 
     def bm25_topk(
         self,
@@ -570,7 +646,7 @@ class CsimLibrary:
         term_ids: np.ndarray,
         tfs: np.ndarray,
         query_terms: np.ndarray | Sequence[int],
-        idf_q16: np.ndarray,
+        idf_q16: np.ndarray | None,
         k: int,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Integer BM25 score of every document, then the top k documents (``hls/bm25_topk.cpp``).
@@ -582,7 +658,8 @@ class CsimLibrary:
             tfs: integer [P] term frequency per posting, each in [0, 65535].
             query_terms: the query's term ids, or a bool mask of length BENCH_VOCAB.
             idf_q16: int32 [BENCH_VOCAB] non-negative IDF in Q16
-                (:func:`kernels_fpga.reference.bm25_idf_q16`).
+                (:func:`kernels_fpga.reference.bm25_idf_q16`), loaded with this call; or None to use the
+                table resident from :meth:`bm25_load_idf` or an earlier call.
             k: documents to select, in [1, BENCH_K_MAX].
 
         Returns:
@@ -590,8 +667,15 @@ class CsimLibrary:
             hold -1 and INT64_MIN. Scores are Q16 (divide by 65536 for the real BM25 value).
 
         Raises:
-            KernelInputError: on a malformed corpus, query, IDF table or k.
+            KernelInputError: on a malformed corpus, query, IDF table or k, or ``idf_q16=None`` before any
+                table was loaded.
         """
+        if idf_q16 is None and not self._idf_loaded:
+            raise KernelInputError("no IDF table is resident yet: pass idf_q16 or call bm25_load_idf first")
+        return self._bm25_run(doc_ptr, term_ids, tfs, query_terms, idf_q16, k)
+
+    def _bm25_run(self, doc_ptr: Any, term_ids: Any, tfs: Any, query_terms: Any, idf_q16: np.ndarray | None,
+                  k: int) -> tuple[np.ndarray, np.ndarray]:
         vocab = self.params["BENCH_VOCAB"]
         doc_ptr = self._integers("doc_ptr", doc_ptr, np.int64, 0, np.iinfo(np.int64).max)
         if len(doc_ptr) == 0:
@@ -611,18 +695,25 @@ class CsimLibrary:
                 f"a document has {lengths.max()} postings, more than BENCH_MAX_DOC_TERMS="
                 f"{self.params['BENCH_MAX_DOC_TERMS']}; merge repeated terms or rebuild with a larger bound"
             )
-        idf_q16 = self._array("idf_q16", idf_q16, np.int32, 1, "compute it with kernels_fpga.reference.bm25_idf_q16")
-        if idf_q16.shape != (vocab,) or (idf_q16.size and idf_q16.min() < 0):
-            raise KernelInputError(f"idf_q16 must hold {vocab} non-negative Q16 values, got shape {idf_q16.shape}")
+        if idf_q16 is None:
+            idf_q16, load = np.zeros(vocab, dtype=np.int32), 0
+        else:
+            hint = "compute it with kernels_fpga.reference.bm25_idf_q16"
+            idf_q16 = self._array("idf_q16", idf_q16, np.int32, 1, hint)
+            if idf_q16.shape != (vocab,) or (idf_q16.size and idf_q16.min() < 0):
+                raise KernelInputError(f"idf_q16 must hold {vocab} non-negative Q16 values, got shape {idf_q16.shape}")
+            load = 1
         try:
             mask = bm25_query_mask(query_terms, vocab)
         except ValueError as error:
             raise KernelInputError(str(error)) from error
-        bitmap = np.packbits(mask, bitorder="little").view("<u8").astype(np.uint64)
         k = self._check_k(k)
+        channels = bm25_channels(doc_ptr, term_ids, tfs, self.params["BENCH_BM25_CHANNELS"],
+                                 self.params["BENCH_BM25_LANES"])
         index = np.empty(k, dtype=np.int32)
         score = np.empty(k, dtype=np.int64)
-        self._lib.bm25_topk(doc_ptr, term_ids, tfs, bitmap, idf_q16, index, score, n_docs, k)
+        self.call("bm25_topk", *(ptr for ptr, _ in channels), *(post for _, post in channels),
+                  pack_query_bitmap(mask), idf_q16, index, score, n_docs, k, load)
         sorted_index, sorted_score = _sort_selection(index[None, :], score[None, :])
         return sorted_index[0], sorted_score[0]
 
@@ -664,28 +755,28 @@ def load(overrides: Mapping[str, int] | None = None, *, compiler: str = DEFAULT_
         return _loaded[info.digest]
 
 
-def relevancy_topk(q: np.ndarray, keys: np.ndarray, k: int, **tiers: int) -> tuple[np.ndarray, np.ndarray]:
+def relevancy_topk(q: np.ndarray, keys: np.ndarray, k: int, **layout: int) -> tuple[np.ndarray, np.ndarray]:
     """:meth:`CsimLibrary.relevancy_topk` on the default build."""
-    return load().relevancy_topk(q, keys, k, **tiers)
+    return load().relevancy_topk(q, keys, k, **layout)
 
 
-def threshold_select(q: np.ndarray, keys: np.ndarray, threshold: int, **tiers: int) -> tuple[np.ndarray, np.ndarray]:
+def threshold_select(q: np.ndarray, keys: np.ndarray, threshold: int, **layout: int) -> tuple[np.ndarray, np.ndarray]:
     """:meth:`CsimLibrary.threshold_select` on the default build."""
-    return load().threshold_select(q, keys, threshold, **tiers)
+    return load().threshold_select(q, keys, threshold, **layout)
 
 
 def page_topk(
-    q: np.ndarray, kmin: np.ndarray, kmax: np.ndarray, k: int, sub: int = 1, **tiers: int
+    q: np.ndarray, kmin: np.ndarray, kmax: np.ndarray, k: int, sub: int = 1, **layout: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """:meth:`CsimLibrary.page_topk` on the default build."""
-    return load().page_topk(q, kmin, kmax, k, sub, **tiers)
+    return load().page_topk(q, kmin, kmax, k, sub, **layout)
 
 
 def dsa_indexer_topk(
-    q: np.ndarray, w: np.ndarray, keys: np.ndarray, k: int, **tiers: int
+    q: np.ndarray, w: np.ndarray, keys: np.ndarray, k: int, **layout: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """:meth:`CsimLibrary.dsa_indexer_topk` on the default build."""
-    return load().dsa_indexer_topk(q, w, keys, k, **tiers)
+    return load().dsa_indexer_topk(q, w, keys, k, **layout)
 
 
 def bm25_topk(
@@ -693,8 +784,13 @@ def bm25_topk(
     term_ids: np.ndarray,
     tfs: np.ndarray,
     query_terms: np.ndarray | Sequence[int],
-    idf_q16: np.ndarray,
+    idf_q16: np.ndarray | None,
     k: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """:meth:`CsimLibrary.bm25_topk` on the default build."""
     return load().bm25_topk(doc_ptr, term_ids, tfs, query_terms, idf_q16, k)
+
+
+def bm25_load_idf(idf_q16: np.ndarray) -> None:
+    """:meth:`CsimLibrary.bm25_load_idf` on the default build."""
+    load().bm25_load_idf(idf_q16)

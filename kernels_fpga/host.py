@@ -1,4 +1,4 @@
-"""pyxrt host code for a real Alveo board: load an xclbin, keep keys resident, run the relevancy kernel.
+"""pyxrt host code for a real Alveo board: load an xclbin, keep keys and the BM25 index resident, run kernels.
 
 ``pyxrt`` (XRT's Python bindings) is imported lazily, inside :meth:`FpgaBoard.open`, so this module
 imports on machines without XRT. Supported XRT: 2.13 to 2.23. On 2.16+ (``pyxrt.hw_context`` present)
@@ -6,18 +6,22 @@ the xclbin is registered and a hardware context created (``register_xclbin`` + `
 uuid)`` + ``kernel(context, name)``); on older XRT it is loaded with ``device.load_xclbin`` and the kernel
 opened with ``pyxrt.kernel(device, uuid, name, pyxrt.kernel.shared)``.
 
-Keys stay resident in FPGA HBM: :meth:`FpgaBoard.load_keys` writes and syncs them once,
-:meth:`FpgaBoard.append_key` syncs only the new key's bytes, and :meth:`FpgaBoard.run_relevancy_topk`
-syncs only the query in and only the indices and scores out (measurement.md §10; hardware.md rules of
-thumb).
+The kernels are those of ``kernels_fpga/hls``; argument positions come from
+:data:`kernels_fpga.interface.KERNELS` and buffer layouts from :mod:`kernels_fpga.layout`, the same
+modules the C-simulation uses. Every buffer is allocated on its argument's memory bank
+(``kernel.group_id``, set by ``hls/connectivity_u55c.cfg``): one bank per key port, one per BM25 channel.
 
-The relevancy kernel is ``relevancy_topk`` of ``kernels_fpga/hls/relevancy_topk.cpp``; arguments
-(:data:`RELEVANCY_ARGS`): ``q, keys, out_index, out_score, rows, n_keys, k, bram_keys, uram_keys`` and,
-when the xclbin's kernel has a tenth argument, ``key_stride`` (keys per row in the buffer). Without
-``key_stride`` the kernel reads row ``r`` at ``r * n_keys`` keys, so keys cannot grow in place:
-:meth:`FpgaBoard.append_key` then refuses and ``n_keys`` must equal the loaded count.
+* **Keys** (``relevancy_topk``, ``threshold_select``; they share the key banks and so the key buffers):
+  :meth:`FpgaBoard.load_keys` stripes the keys over the 8 key-port buffers with a row stride (capacity)
+  and syncs each once; :meth:`FpgaBoard.append_key` writes and syncs only the new key's bytes on its one
+  port; a run writes and syncs only the query (and the threshold's one-element buffer), passes the row
+  stride and ``sync_from`` (the first key the kernel must copy into its on-chip tiers: 0 after a load,
+  the old count after appends), and reads back only the results.
+* **BM25** (``bm25_topk``): :meth:`FpgaBoard.load_bm25_corpus` writes the 4 channel buffers once,
+  :meth:`FpgaBoard.load_bm25_idf` loads the IDF table on chip with one ``load_idf = 1`` call, and
+  :meth:`FpgaBoard.run_bm25_topk` writes only the 8 KB query bitmap.
 
-Every time this module reports is **measured** (``time.perf_counter`` around each call).
+Every time this module reports is **measured** (``time.perf_counter`` around each step).
 """
 
 from __future__ import annotations
@@ -35,11 +39,16 @@ from typing import Any
 import numpy as np
 
 from bench.errors import BenchError, DeviceUnavailableError, UsageError
+from kernels_fpga.interface import KERNELS, arg_index
+from kernels_fpga.layout import Stripes, bm25_channels, pack_query_bitmap
+from kernels_fpga.params import KernelParams, kernel_params
+from kernels_fpga.reference import bm25_query_mask
 
 RELEVANCY = "relevancy_topk"
-#: Argument positions of ``relevancy_topk`` (kernels_fpga/hls/relevancy_topk.cpp); ``key_stride`` optional.
-RELEVANCY_ARGS = {"q": 0, "keys": 1, "out_index": 2, "out_score": 3, "rows": 4, "n_keys": 5, "k": 6,
-                  "bram_keys": 7, "uram_keys": 8, "key_stride": 9}
+THRESHOLD = "threshold_select"
+BM25 = "bm25_topk"
+KEY_KERNELS = (RELEVANCY, THRESHOLD)
+"""Kernels that read the resident key buffers (keys0..keys7 on the same banks)."""
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 _BUILD_HINT = ("build it with v++ (docs/fpga_hardware.md: `v++ -c -t hw --platform "
                "xilinx_u55c_gen3x16_xdma_3_202210_1 -k relevancy_topk ...`, then `v++ -l --config "
@@ -74,55 +83,52 @@ class FpgaBoard:
     Attributes:
         xclbin_path: The xclbin that was loaded.
         uses_hw_context: True when opened through ``pyxrt.hw_context`` (XRT 2.16+).
-        dim: Key dimension the kernels were built for (``BENCH_D``).
-        k_max: Top-k registers of the kernel (``BENCH_K_MAX``); the output buffers hold this many per row.
+        params: Compile-time parameters the xclbin was built with (:mod:`kernels_fpga.params`).
         last_timings: Measured seconds of the last run's steps: ``sync_in``, ``kernel``, ``sync_out``.
     """
 
     def __init__(self, pyxrt: Any, device: Any, xclbin: Any, uuid: Any, context: Any | None,
-                 kernels: dict[str, Any], num_args: dict[str, int | None], xclbin_path: Path, dim: int,
-                 k_max: int, tier_keys: tuple[int, int], sysfs_root: Path) -> None:
+                 kernels: dict[str, Any], xclbin_path: Path, params: KernelParams, sysfs_root: Path) -> None:
         self._xrt = pyxrt
         self._device = device
         self._xclbin = xclbin
         self._uuid = uuid
         self._context = context
         self._kernels = kernels
-        self._num_args = num_args
         self.xclbin_path = xclbin_path
         self.uses_hw_context = context is not None
-        self.dim = dim
-        self.k_max = k_max
-        self._tier_keys = tier_keys
+        self.params = params
         self._sysfs_root = sysfs_root
-        self._keys_bo: Any = None
-        self._q_bo: Any = None
-        self._idx_bo: Any = None
-        self._score_bo: Any = None
+        self._bos: dict[str, Any] = {}
+        self._stripes: Stripes | None = None
         self._rows = 0
-        self._capacity = 0
         self._n: list[int] = []
+        self._synced: dict[str, int] = {}
+        self._n_docs = -1
+        self._idf_loaded = False
         self.last_timings: dict[str, float] = {}
 
     @classmethod
     def open(cls, device: int | str, xclbin: str | Path, kernels: Sequence[str] = (RELEVANCY,), *,
-             dim: int = 128, k_max: int = 64, tier_keys: tuple[int, int] = (16384, 32768),
-             sysfs_root: str | Path = "/sys") -> FpgaBoard:
+             params: KernelParams | None = None, sysfs_root: str | Path = "/sys") -> FpgaBoard:
         """Open a card, load an xclbin and open its kernels.
 
         Args:
             device: Device index, or PCIe BDF string (``"0000:81:00.1"``).
             xclbin: Path of the xclbin built for this card.
             kernels: Kernel names to open (as in ``kernels_fpga/hls``).
-            dim: ``BENCH_D`` the xclbin was built with.
-            k_max: ``BENCH_K_MAX`` the xclbin was built with.
-            tier_keys: (``BENCH_BRAM_KEYS``, ``BENCH_URAM_KEYS``): on-chip key capacity, chip total.
+            params: Compile-time parameters the xclbin was built with; default the header defaults
+                (:func:`kernels_fpga.params.kernel_params`). Pass the same ``-D`` overrides as the build.
             sysfs_root: Root of sysfs, for the hwmon power fallback.
 
         Raises:
-            DeviceUnavailableError: No pyxrt, no xclbin file, no such device, or the xclbin does not load
-                or lacks a requested kernel.
+            DeviceUnavailableError: No pyxrt, no xclbin file, no such device, or the xclbin does not load,
+                lacks a requested kernel, or has a kernel whose argument count differs from the source's
+                (an xclbin built from other sources).
         """
+        unknown = [name for name in kernels if name not in KERNELS]
+        if unknown:
+            raise UsageError(f"unknown kernel {', '.join(unknown)}; kernels: {', '.join(KERNELS)}")
         pyxrt = import_pyxrt()
         path = Path(xclbin)
         if not path.is_file():
@@ -139,6 +145,12 @@ class FpgaBoard:
             if missing:
                 raise DeviceUnavailableError(f"{path.name} has no kernel {', '.join(missing)} (it has "
                                              f"{', '.join(sorted(in_file)) or 'none'}); {_BUILD_HINT}")
+            for name in kernels:
+                count = _num_args(in_file[name])
+                if count is not None and count != len(KERNELS[name]):
+                    raise DeviceUnavailableError(
+                        f"{path.name}'s {name} takes {count} arguments but kernels_fpga/hls/{name}.cpp declares "
+                        f"{len(KERNELS[name])}: the xclbin was built from other sources; rebuild it ({_BUILD_HINT})")
             if hasattr(pyxrt, "hw_context") and hasattr(dev, "register_xclbin"):
                 uuid = dev.register_xclbin(xb)
                 context = pyxrt.hw_context(dev, uuid)
@@ -149,53 +161,57 @@ class FpgaBoard:
                 opened = {name: pyxrt.kernel(dev, uuid, name, pyxrt.kernel.shared) for name in kernels}
         except RuntimeError as exc:
             raise DeviceUnavailableError(f"could not load {path} on device {device!r}: {exc}") from None
-        num_args = {name: _num_args(in_file[name]) for name in kernels}
-        return cls(pyxrt, dev, xb, uuid, context, opened, num_args, path, dim, k_max, tuple(tier_keys),
-                   Path(sysfs_root))
+        return cls(pyxrt, dev, xb, uuid, context, opened, path, params or kernel_params(), Path(sysfs_root))
 
     # ---- keys --------------------------------------------------------------------------------------
 
-    @property
-    def has_key_stride(self) -> bool:
-        """Whether the xclbin's relevancy kernel takes ``key_stride`` (keys can grow in place)."""
-        return (self._num_args.get(RELEVANCY) or 0) > RELEVANCY_ARGS["key_stride"]
-
     def load_keys(self, rows: int, keys_int16: np.ndarray, capacity: int | None = None) -> None:
-        """Allocate the kernel's buffers and write + sync all keys to HBM once.
+        """Allocate the key kernels' buffers, stripe the keys over the 8 key ports and sync each port once.
 
         Args:
-            rows: Rows (batch x kv-heads).
+            rows: Rows (batch x kv-heads), >= 1.
             keys_int16: int16 [rows, n, dim] keys.
-            capacity: Keys per row the buffer holds (>= n) so :meth:`append_key` can grow rows in place;
-                default n. Needs a kernel with ``key_stride`` when larger than n.
+            capacity: Keys per row the buffers hold (the kernels' row stride, >= n and >= 1), so
+                :meth:`append_key` grows rows in place; default n.
 
         Raises:
-            UsageError: Wrong shape or dtype, capacity below n, or capacity > n without ``key_stride``.
+            UsageError: No key kernel opened, wrong shape or dtype, or capacity below n.
+            DeviceUnavailableError: The key kernels' key ports sit on different banks (fix the .cfg).
         """
+        opened = [name for name in KEY_KERNELS if name in self._kernels]
+        if not opened:
+            raise UsageError(f"open the board with one of {', '.join(KEY_KERNELS)} to load keys")
+        dim = self.params.d
         keys = np.ascontiguousarray(keys_int16)
-        if keys.dtype != np.int16 or keys.ndim != 3 or keys.shape[0] != rows or keys.shape[2] != self.dim:
-            raise UsageError(f"keys must be int16 [rows={rows}, n, dim={self.dim}], got {keys.dtype} {keys.shape}")
+        if rows < 1 or keys.dtype != np.int16 or keys.ndim != 3 or keys.shape[0] != rows or keys.shape[2] != dim:
+            raise UsageError(f"keys must be int16 [rows={rows} >= 1, n, dim={dim}], got {keys.dtype} {keys.shape}")
         n = keys.shape[1]
         capacity = n if capacity is None else capacity
-        if capacity < max(n, 1):
-            raise UsageError(f"capacity {capacity} must be >= the {n} keys loaded per row (and >= 1)")
-        if capacity > n and not self.has_key_stride:
-            raise UsageError(f"{self.xclbin_path.name}'s relevancy_topk has no key_stride argument, so rows "
-                             "cannot grow in place; load with capacity=None or rebuild the kernel with key_stride")
-        kernel = self._kernels[RELEVANCY]
-        key_bytes = self.dim * 2
-        self._keys_bo = self._bo(rows * capacity * key_bytes, kernel, RELEVANCY_ARGS["keys"])
-        self._q_bo = self._bo(rows * key_bytes, kernel, RELEVANCY_ARGS["q"])
-        self._idx_bo = self._bo(rows * self.k_max * 4, kernel, RELEVANCY_ARGS["out_index"])
-        self._score_bo = self._bo(rows * self.k_max * 8, kernel, RELEVANCY_ARGS["out_score"])
-        staged = np.zeros((rows, capacity, self.dim), dtype=np.int16)
-        staged[:, :n] = keys
-        self._keys_bo.write(staged, 0)
-        self._keys_bo.sync(self._xrt.xclBOSyncDirection.XCL_BO_SYNC_BO_TO_DEVICE, staged.nbytes, 0)
-        self._rows, self._capacity, self._n = rows, capacity, [n] * rows
+        if capacity < max(n, 1) or capacity > self.params["BENCH_MAX_KEYS"]:
+            raise UsageError(f"capacity {capacity} must be >= the {n} keys loaded per row, >= 1 and <= "
+                             f"BENCH_MAX_KEYS = {self.params['BENCH_MAX_KEYS']}")
+        self._check_shared_key_banks(opened)
+        home = self._kernels[opened[0]]
+        stripes = Stripes(self.params.n_pe, self.params.stripe(1), capacity)
+        self._drop("keys")
+        ports = stripes.split(keys)
+        for p, port in enumerate(ports):
+            bo = self._alloc(f"keys{p}", port.nbytes, home, arg_index(opened[0], f"keys{p}"))
+            bo.write(port, 0)
+            bo.sync(self._to_device, port.nbytes, 0)
+        self._alloc("q", rows * dim * 2, home, arg_index(opened[0], "q"))
+        words = -(-capacity // 64)
+        k_max = self.params.k_max
+        outputs = {RELEVANCY: (("out_index", rows * k_max * 4), ("out_score", rows * k_max * 8)),
+                   THRESHOLD: (("threshold", 8), ("out_bitmap", rows * words * 8), ("out_count", rows * 4))}
+        for name in opened:
+            for arg, nbytes in outputs[name]:
+                self._alloc(f"{name}.{arg}", nbytes, self._kernels[name], arg_index(name, arg))
+        self._stripes, self._rows, self._n = stripes, rows, [n] * rows
+        self._synced = dict.fromkeys(opened, 0)  # the kernels' on-chip tiers hold nothing of these keys yet
 
     def append_key(self, row: int, key: np.ndarray) -> None:
-        """Write one new key at the end of ``row`` and sync only its bytes.
+        """Write one new key at the end of ``row`` and sync only its bytes, on the one port that holds it.
 
         Args:
             row: Row index.
@@ -204,24 +220,28 @@ class FpgaBoard:
         Raises:
             UsageError: No keys loaded, bad row, bad key, or the row is at capacity.
         """
-        self._require_keys()
+        stripes = self._require_keys()
         if not 0 <= row < self._rows:
             raise UsageError(f"row {row} is outside 0..{self._rows - 1}")
         vec = np.ascontiguousarray(key)
-        if vec.dtype != np.int16 or vec.shape != (self.dim,):
-            raise UsageError(f"key must be int16 [{self.dim}], got {vec.dtype} {vec.shape}")
-        if self._n[row] >= self._capacity:
-            raise UsageError(f"row {row} is full ({self._capacity} keys); load_keys with a larger capacity")
-        offset = (row * self._capacity + self._n[row]) * vec.nbytes
-        self._keys_bo.write(vec, offset)
-        self._keys_bo.sync(self._xrt.xclBOSyncDirection.XCL_BO_SYNC_BO_TO_DEVICE, vec.nbytes, offset)
+        if vec.dtype != np.int16 or vec.shape != (self.params.d,):
+            raise UsageError(f"key must be int16 [{self.params.d}], got {vec.dtype} {vec.shape}")
+        index = self._n[row]
+        if index >= stripes.capacity:
+            raise UsageError(f"row {row} is full ({stripes.capacity} keys); load_keys with a larger capacity")
+        port, entry = stripes.location(row, index)
+        offset = entry * vec.nbytes
+        bo = self._bos[f"keys{port}"]
+        bo.write(vec, offset)
+        bo.sync(self._to_device, vec.nbytes, offset)
         self._n[row] += 1
+        self._synced = {name: min(done, index) for name, done in self._synced.items()}
 
     def keys_per_row(self) -> list[int]:
         """Keys currently resident in each row."""
         return list(self._n)
 
-    # ---- runs --------------------------------------------------------------------------------------
+    # ---- key kernels -------------------------------------------------------------------------------
 
     def run_relevancy_topk(self, q_int16: np.ndarray, n_keys: int, k: int,
                            timeout_ms: int = 10_000) -> tuple[np.ndarray, np.ndarray]:
@@ -234,47 +254,171 @@ class FpgaBoard:
         Args:
             q_int16: int16 [rows, dim] queries.
             n_keys: Keys per row to score (<= the keys resident in every row).
-            k: Keys to select (1..k_max).
+            k: Keys to select (1..BENCH_K_MAX).
             timeout_ms: How long to wait for the kernel.
 
         Returns:
             (index int32 [rows, k], score int64 [rows, k]); slots past the candidates hold -1 / INT64_MIN.
 
         Raises:
-            UsageError: Bad query, n_keys or k.
+            UsageError: Kernel not opened, no keys, bad query, n_keys or k.
             FpgaRunError: The run ended in a state other than COMPLETED.
         """
-        self._require_keys()
-        q = np.ascontiguousarray(q_int16)
-        if q.dtype != np.int16 or q.shape != (self._rows, self.dim):
-            raise UsageError(f"q must be int16 [{self._rows}, {self.dim}], got {q.dtype} {q.shape}")
-        if not 1 <= k <= self.k_max:
-            raise UsageError(f"k must be in 1..{self.k_max} (the kernel's top-k registers), got {k}")
-        if not 0 <= n_keys <= min(self._n):
-            raise UsageError(f"n_keys must be in 0..{min(self._n)} (keys resident in every row), got {n_keys}")
-        if not self.has_key_stride and n_keys != self._capacity:
-            raise UsageError(f"this relevancy_topk has no key_stride argument: n_keys must equal the "
-                             f"{self._capacity} keys per row loaded")
-        sync = self._xrt.xclBOSyncDirection
+        if not 1 <= k <= self.params.k_max:
+            raise UsageError(f"k must be in 1..{self.params.k_max} (the kernel's top-k registers), got {k}")
         t0 = time.perf_counter()
-        self._q_bo.write(q, 0)
-        self._q_bo.sync(sync.XCL_BO_SYNC_BO_TO_DEVICE, q.nbytes, 0)
+        sync_from = self._key_run_inputs(RELEVANCY, q_int16, n_keys)
         t1 = time.perf_counter()
-        bram, uram = (cap // self._rows for cap in self._tier_keys)
-        args: list[Any] = [self._q_bo, self._keys_bo, self._idx_bo, self._score_bo, self._rows, n_keys, k, bram,
-                           uram]
-        if self.has_key_stride:
-            args.append(self._capacity)
-        self.run_kernel(RELEVANCY, args, timeout_ms)
+        bram, uram = self._tier_requests()
+        bos = self._bos
+        self.run_kernel(RELEVANCY, [bos["q"], *self._key_bos(), bos[f"{RELEVANCY}.out_index"],
+                                    bos[f"{RELEVANCY}.out_score"], self._rows, n_keys, self._stripes.capacity, k,
+                                    bram, uram, sync_from], timeout_ms)
+        self._synced[RELEVANCY] = n_keys
         t2 = time.perf_counter()
-        n_idx, n_score = self._rows * k * 4, self._rows * k * 8
-        self._idx_bo.sync(sync.XCL_BO_SYNC_BO_FROM_DEVICE, n_idx, 0)
-        self._score_bo.sync(sync.XCL_BO_SYNC_BO_FROM_DEVICE, n_score, 0)
-        index = np.frombuffer(bytes(self._idx_bo.read(n_idx, 0)), dtype=np.int32).reshape(self._rows, k)
-        score = np.frombuffer(bytes(self._score_bo.read(n_score, 0)), dtype=np.int64).reshape(self._rows, k)
-        t3 = time.perf_counter()
-        self.last_timings = {"sync_in": t1 - t0, "kernel": t2 - t1, "sync_out": t3 - t2}
+        index = self._read(f"{RELEVANCY}.out_index", np.int32, self._rows * k).reshape(self._rows, k)
+        score = self._read(f"{RELEVANCY}.out_score", np.int64, self._rows * k).reshape(self._rows, k)
+        self.last_timings = {"sync_in": t1 - t0, "kernel": t2 - t1, "sync_out": time.perf_counter() - t2}
         return sort_topk(index, score)
+
+    def run_threshold_select(self, q_int16: np.ndarray, n_keys: int, threshold: int,
+                             timeout_ms: int = 10_000) -> tuple[np.ndarray, np.ndarray]:
+        """Select, per row, the first ``n_keys`` resident keys whose score is >= ``threshold``.
+
+        The int64 threshold goes through its one-element buffer (written and synced, 8 bytes): pyxrt
+        cannot pass a scalar that does not fit a C int.
+
+        Args:
+            q_int16: int16 [rows, dim] queries.
+            n_keys: Keys per row to score (<= the keys resident in every row).
+            threshold: int64 threshold in the scores' fixed point.
+            timeout_ms: How long to wait for the kernel.
+
+        Returns:
+            (bitmap uint64 [rows, ceil(n_keys / 64)], bit b of word w = key 64 w + b; count int32 [rows]).
+
+        Raises:
+            UsageError: Kernel not opened, no keys, bad query, n_keys or threshold.
+            FpgaRunError: The run ended in a state other than COMPLETED.
+        """
+        if isinstance(threshold, bool) or not isinstance(threshold, int | np.integer) or \
+                not -(2**63) <= int(threshold) < 2**63:
+            raise UsageError(f"threshold must be an integer that fits int64, got {threshold!r}")
+        t0 = time.perf_counter()
+        sync_from = self._key_run_inputs(THRESHOLD, q_int16, n_keys)
+        limit = np.array([threshold], dtype=np.int64)
+        bo = self._bos[f"{THRESHOLD}.threshold"]
+        bo.write(limit, 0)
+        bo.sync(self._to_device, limit.nbytes, 0)
+        t1 = time.perf_counter()
+        bram, uram = self._tier_requests()
+        bos = self._bos
+        self.run_kernel(THRESHOLD, [bos["q"], bo, *self._key_bos(), bos[f"{THRESHOLD}.out_bitmap"],
+                                    bos[f"{THRESHOLD}.out_count"], self._rows, n_keys, self._stripes.capacity,
+                                    bram, uram, sync_from], timeout_ms)
+        self._synced[THRESHOLD] = n_keys
+        t2 = time.perf_counter()
+        words = -(-n_keys // 64)
+        bitmap = self._read(f"{THRESHOLD}.out_bitmap", np.uint64, self._rows * words).reshape(self._rows, words)
+        count = self._read(f"{THRESHOLD}.out_count", np.int32, self._rows)
+        self.last_timings = {"sync_in": t1 - t0, "kernel": t2 - t1, "sync_out": time.perf_counter() - t2}
+        return bitmap, count
+
+    # ---- BM25 --------------------------------------------------------------------------------------
+
+    def load_bm25_corpus(self, doc_ptr: np.ndarray, term_ids: np.ndarray, tfs: np.ndarray) -> None:
+        """Lay a CSR corpus out over the 4 BM25 channels and sync each channel's buffers once.
+
+        The layout is :func:`kernels_fpga.layout.bm25_channels`: postings placed by lane, documents padded to
+        whole beats.
+
+        Args:
+            doc_ptr: int [N + 1] offsets: document d owns postings doc_ptr[d]:doc_ptr[d + 1].
+            term_ids: int [P] term ids < BENCH_VOCAB.
+            tfs: int [P] term frequencies < 65536.
+
+        Raises:
+            UsageError: Kernel not opened or a malformed corpus.
+        """
+        kernel = self._kernel(BM25)
+        p = self.params
+        try:
+            channels = bm25_channels(doc_ptr, term_ids, tfs, p.bm25_channels, p.bm25_lanes, p.vocab)
+        except ValueError as exc:
+            raise UsageError(f"bad BM25 corpus: {exc}") from None
+        self._drop(BM25)
+        for c, (ptr, postings) in enumerate(channels):
+            for name, array in ((f"doc_ptr{c}", ptr), (f"postings{c}", postings)):
+                bo = self._alloc(f"{BM25}.{name}", array.nbytes, kernel, arg_index(BM25, name))
+                bo.write(array, 0)
+                bo.sync(self._to_device, array.nbytes, 0)
+        for name, nbytes in (("query_bitmap", p.vocab // 8), ("idf_q16", p.vocab * 4),
+                             ("out_index", p.k_max * 4), ("out_score", p.k_max * 8)):
+            self._alloc(f"{BM25}.{name}", nbytes, kernel, arg_index(BM25, name))
+        self._n_docs = len(doc_ptr) - 1
+
+    def load_bm25_idf(self, idf_q16: np.ndarray, timeout_ms: int = 10_000) -> None:
+        """Write the IDF table and load it into the kernel's on-chip banks (one call with ``load_idf = 1``).
+
+        Args:
+            idf_q16: int32 [BENCH_VOCAB] non-negative IDF in Q16 (:func:`kernels_fpga.reference.bm25_idf_q16`).
+            timeout_ms: How long to wait for the kernel.
+
+        Raises:
+            UsageError: No corpus loaded, or a malformed table.
+            FpgaRunError: The run ended in a state other than COMPLETED.
+        """
+        self._require_corpus()
+        idf = np.ascontiguousarray(idf_q16)
+        if idf.dtype != np.int32 or idf.shape != (self.params.vocab,) or (idf.size and idf.min() < 0):
+            raise UsageError(f"idf_q16 must be int32 [{self.params.vocab}], non-negative; got {idf.dtype} {idf.shape}")
+        bo = self._bos[f"{BM25}.idf_q16"]
+        bo.write(idf, 0)
+        bo.sync(self._to_device, idf.nbytes, 0)
+        self.run_kernel(BM25, self._bm25_args(n_docs=0, k=1, load_idf=1), timeout_ms)
+        self._idf_loaded = True
+
+    def run_bm25_topk(self, query_terms: np.ndarray | Sequence[int], k: int,
+                      timeout_ms: int = 10_000) -> tuple[np.ndarray, np.ndarray]:
+        """Score every resident document against a query and return the top-k documents.
+
+        Writes and syncs only the query bitmap (BENCH_VOCAB / 8 bytes) and reads back only k results.
+
+        Args:
+            query_terms: Query term ids, or a bool mask of length BENCH_VOCAB.
+            k: Documents to select (1..BENCH_K_MAX).
+            timeout_ms: How long to wait for the kernel.
+
+        Returns:
+            (document index int32 [k], score int64 [k]) sorted by (score desc, index asc).
+
+        Raises:
+            UsageError: No corpus or IDF loaded, a bad query or k.
+            FpgaRunError: The run ended in a state other than COMPLETED.
+        """
+        self._require_corpus()
+        if not self._idf_loaded:
+            raise UsageError("no IDF table on the board: call load_bm25_idf(idf_q16) first")
+        if not 1 <= k <= self.params.k_max:
+            raise UsageError(f"k must be in 1..{self.params.k_max}, got {k}")
+        try:
+            bitmap = pack_query_bitmap(bm25_query_mask(query_terms, self.params.vocab))
+        except ValueError as exc:
+            raise UsageError(f"bad query: {exc}") from None
+        t0 = time.perf_counter()
+        bo = self._bos[f"{BM25}.query_bitmap"]
+        bo.write(bitmap, 0)
+        bo.sync(self._to_device, bitmap.nbytes, 0)
+        t1 = time.perf_counter()
+        self.run_kernel(BM25, self._bm25_args(n_docs=self._n_docs, k=k, load_idf=0), timeout_ms)
+        t2 = time.perf_counter()
+        index = self._read(f"{BM25}.out_index", np.int32, k)
+        score = self._read(f"{BM25}.out_score", np.int64, k)
+        self.last_timings = {"sync_in": t1 - t0, "kernel": t2 - t1, "sync_out": time.perf_counter() - t2}
+        sorted_index, sorted_score = sort_topk(index[None, :], score[None, :])
+        return sorted_index[0], sorted_score[0]
+
+    # ---- any kernel --------------------------------------------------------------------------------
 
     def run_kernel(self, name: str, args: Sequence[Any], timeout_ms: int = 10_000) -> None:
         """Run one kernel with positional arguments and wait for it.
@@ -293,19 +437,17 @@ class FpgaBoard:
             UsageError: An int outside the C int range, or an unknown kernel.
             FpgaRunError: The run ended in a state other than COMPLETED.
         """
-        if name not in self._kernels:
-            raise UsageError(f"kernel {name!r} was not opened; opened: {', '.join(self._kernels)}")
-        kernel = self._kernels[name]
+        kernel = self._kernel(name)
         run = self._xrt.run(kernel)
         keep = []  # scalar buffers must outlive the run
         for i, arg in enumerate(args):
             if isinstance(arg, np.generic):
-                bo = self._bo(arg.nbytes, kernel, i)
+                bo = self._new_bo(arg.nbytes, kernel, i)
                 bo.write(np.atleast_1d(arg), 0)
-                bo.sync(self._xrt.xclBOSyncDirection.XCL_BO_SYNC_BO_TO_DEVICE, arg.nbytes, 0)
+                bo.sync(self._to_device, arg.nbytes, 0)
                 keep.append(bo)
                 run.set_arg(i, bo)
-            elif isinstance(arg, (int, np.integer)) and not isinstance(arg, bool):
+            elif isinstance(arg, int | np.integer) and not isinstance(arg, bool):
                 if not _INT32_MIN <= int(arg) <= _INT32_MAX:
                     raise UsageError(f"{name} argument {i} = {arg} does not fit a C int; pyxrt would drop it. "
                                      "Pass it as a numpy scalar (e.g. np.int64(v)) to a pointer argument")
@@ -350,12 +492,13 @@ class FpgaBoard:
             "xrt_version": xrt_version(_json_or_none(self._info("host"))),
             "pyxrt_api": "hw_context" if self.uses_hw_context else "load_xclbin",
             "kernels": sorted(self._kernels),
-            "key_stride": self.has_key_stride,
+            "kernel_params": self.params.describe(),
         }
 
     def close(self) -> None:
         """Release buffers, kernels and the hardware context (the xclbin stays on the card)."""
-        self._keys_bo = self._q_bo = self._idx_bo = self._score_bo = None
+        self._bos = {}
+        self._stripes = None
         self._kernels = {}
         self._context = None
 
@@ -367,16 +510,87 @@ class FpgaBoard:
 
     # ---- helpers -----------------------------------------------------------------------------------
 
-    def _bo(self, nbytes: int, kernel: Any, arg: int) -> Any:
+    @property
+    def _to_device(self) -> Any:
+        return self._xrt.xclBOSyncDirection.XCL_BO_SYNC_BO_TO_DEVICE
+
+    def _kernel(self, name: str) -> Any:
+        if name not in self._kernels:
+            raise UsageError(f"kernel {name!r} was not opened; opened: {', '.join(self._kernels) or 'none'}")
+        return self._kernels[name]
+
+    def _new_bo(self, nbytes: int, kernel: Any, arg: int) -> Any:
         """A normal buffer on the memory bank the linker gave kernel argument ``arg``."""
         try:
             return self._xrt.bo(self._device, nbytes, self._xrt.bo.normal, kernel.group_id(arg))
         except (RuntimeError, IndexError) as exc:
             raise DeviceUnavailableError(f"could not allocate {nbytes} B for kernel argument {arg}: {exc}") from None
 
-    def _require_keys(self) -> None:
-        if self._keys_bo is None:
+    def _alloc(self, key: str, nbytes: int, kernel: Any, arg: int) -> Any:
+        self._bos[key] = self._new_bo(nbytes, kernel, arg)
+        return self._bos[key]
+
+    def _drop(self, family: str) -> None:
+        """Forget the buffers of a family (``keys``: the key store; ``bm25_topk``: the corpus)."""
+        if family == "keys":
+            self._bos = {k: v for k, v in self._bos.items() if k.startswith(f"{BM25}.")}
+        else:
+            self._bos = {k: v for k, v in self._bos.items() if not k.startswith(f"{family}.")}
+
+    def _read(self, key: str, dtype: type, count: int) -> np.ndarray:
+        """Sync the first ``count`` elements of a result buffer from the card and read them."""
+        nbytes = count * np.dtype(dtype).itemsize
+        bo = self._bos[key]
+        bo.sync(self._xrt.xclBOSyncDirection.XCL_BO_SYNC_BO_FROM_DEVICE, nbytes, 0)
+        return np.frombuffer(bytes(bo.read(nbytes, 0)), dtype=dtype).copy()
+
+    def _check_shared_key_banks(self, opened: list[str]) -> None:
+        """The key buffers are shared, so every opened key kernel must see keys<p> on the same bank."""
+        for p in range(self.params.n_pe):
+            banks = {name: self._kernels[name].group_id(arg_index(name, f"keys{p}")) for name in opened}
+            if len(set(banks.values())) > 1:
+                raise DeviceUnavailableError(
+                    f"keys{p} sits on different memory banks for {', '.join(f'{k} ({v})' for k, v in banks.items())};"
+                    " map both kernels' keys<p> to the same HBM bank (kernels_fpga/hls/connectivity_u55c.cfg)")
+
+    def _require_keys(self) -> Stripes:
+        if self._stripes is None:
             raise UsageError("no keys on the board: call load_keys(rows, keys) first")
+        return self._stripes
+
+    def _key_bos(self) -> list[Any]:
+        return [self._bos[f"keys{p}"] for p in range(self.params.n_pe)]
+
+    def _key_run_inputs(self, name: str, q_int16: np.ndarray, n_keys: int) -> int:
+        """Validates a key kernel run, writes and syncs the query; returns the run's ``sync_from``."""
+        self._kernel(name)
+        self._require_keys()
+        if name not in self._synced:
+            raise UsageError(f"{name} was opened after load_keys; call load_keys again to give it the key buffers")
+        q = np.ascontiguousarray(q_int16)
+        if q.dtype != np.int16 or q.shape != (self._rows, self.params.d):
+            raise UsageError(f"q must be int16 [{self._rows}, {self.params.d}], got {q.dtype} {q.shape}")
+        if not 0 <= n_keys <= min(self._n):
+            raise UsageError(f"n_keys must be in 0..{min(self._n)} (keys resident in every row), got {n_keys}")
+        bo = self._bos["q"]
+        bo.write(q, 0)
+        bo.sync(self._to_device, q.nbytes, 0)
+        return min(self._synced[name], n_keys)
+
+    def _tier_requests(self) -> tuple[int, int]:
+        """Keys per row to keep on chip: an even share of each tier (the kernel rounds to whole stripes)."""
+        return self.params.bram_keys // self._rows, self.params.uram_keys // self._rows
+
+    def _require_corpus(self) -> None:
+        self._kernel(BM25)
+        if self._n_docs < 0:
+            raise UsageError("no BM25 corpus on the board: call load_bm25_corpus(doc_ptr, term_ids, tfs) first")
+
+    def _bm25_args(self, n_docs: int, k: int, load_idf: int) -> list[Any]:
+        bos, channels = self._bos, range(self.params.bm25_channels)
+        return [*(bos[f"{BM25}.doc_ptr{c}"] for c in channels), *(bos[f"{BM25}.postings{c}"] for c in channels),
+                bos[f"{BM25}.query_bitmap"], bos[f"{BM25}.idf_q16"], bos[f"{BM25}.out_index"],
+                bos[f"{BM25}.out_score"], n_docs, k, load_idf]
 
     def _info(self, key: str) -> str:
         try:

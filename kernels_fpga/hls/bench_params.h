@@ -14,15 +14,34 @@
 #define BENCH_D 128
 #endif
 
-// Inner-product PEs working in parallel (paper.md section 7: "8 inner-product PEs").
+// Inner-product PEs working in parallel, each with its own key port (paper.md section 7: "8 HBM read
+// channels x 512 bit; 8 inner-product PEs"). The top functions have exactly this many key ports
+// (keys0..keys7), so it is fixed; see the static_assert below.
 #ifndef BENCH_N_PE
 #define BENCH_N_PE 8
 #endif
 
-// MACs one PE performs per cycle (paper.md section 7: 8 PEs at 512 MAC/cycle, so a 128-key block takes
-// 32 cycles per PE: a 128-dim key takes 2 cycles).
+// int16 MACs ONE PE performs per cycle (paper.md section 7: "a 128-key block takes 32 cycles per PE
+// (512 MAC/cycle)"; HeteroLLM indexer_seer_token_budget.h scores 128 keys x 4 int16 dims per cycle).
 #ifndef BENCH_PE_MACS
-#define BENCH_PE_MACS 64
+#define BENCH_PE_MACS 512
+#endif
+
+// Keys a PE scores in parallel from its BRAM tier, and the stripe width of the key ports: keys
+// [128 s, 128 s + 128) live on port s % N_PE (paper.md section 7: 128-key blocks, 2048 keys per PE in BRAM).
+#ifndef BENCH_PE_BLOCK
+#define BENCH_PE_BLOCK 128
+#endif
+
+// Keys a PE scores in parallel from its URAM tier (paper.md section 7, LServe long variant: "read at
+// 128 / 32 / 8 keys per cycle-block" for BRAM / URAM / HBM).
+#ifndef BENCH_URAM_BLOCK
+#define BENCH_URAM_BLOCK 32
+#endif
+
+// Data width of every m_axi port in bits (paper.md section 7: "8 HBM read channels x 512 bit").
+#ifndef BENCH_PORT_BITS
+#define BENCH_PORT_BITS 512
 #endif
 
 // Scores per packet entering the top-k unit (paper.md section 7: "each 16-score packet").
@@ -40,8 +59,9 @@
 #define BENCH_DSA_K_MAX 2048
 #endif
 
-// On-chip key tiers, in D-dimensional int16 vectors (paper.md section 7, LServe long variant:
-// 16,384 keys in BRAM + 32,768 in URAM; the rest stream from HBM).
+// On-chip key tiers, chip totals in D-dimensional int16 vectors, split evenly over the PEs (paper.md
+// section 7, LServe long variant: 16,384 keys in BRAM (2,048 per PE) + 32,768 in URAM; the rest stream
+// from HBM). A page (min and max vector) takes two. Rows get whole stripes of every PE (bench_layout.h).
 #ifndef BENCH_BRAM_KEYS
 #define BENCH_BRAM_KEYS 16384
 #endif
@@ -49,7 +69,7 @@
 #define BENCH_URAM_KEYS 32768
 #endif
 
-// Most keys (or pages) one row may hold; bounds the HBM-tier loop. Large for C-simulation.
+// Most keys (or pages) one row may hold, and the largest row stride; bounds the loops. Large for C-sim.
 #ifndef BENCH_MAX_KEYS
 #define BENCH_MAX_KEYS (1 << 20)
 #endif
@@ -73,8 +93,9 @@
 #define BENCH_DSA_HEADS_PER_PASS 16
 #endif
 
-// BM25: vocabulary size (the query is a VOCAB-bit bitmap), HBM channels x lanes, most documents,
-// most postings per document (paper.md section 7: vocab 65,536; 4 HBM channels x 16 lanes; <= 20M docs).
+// BM25: vocabulary size (the query is a VOCAB-bit bitmap; a posting packs a 16-bit term id), HBM channels x
+// lanes, most documents, most postings per document (paper.md section 7: vocab 65,536; 4 HBM channels x
+// 16 lanes; <= 20M docs).
 #ifndef BENCH_VOCAB
 #define BENCH_VOCAB 65536
 #endif
@@ -90,6 +111,10 @@
 #ifndef BENCH_MAX_DOC_TERMS
 #define BENCH_MAX_DOC_TERMS (1 << 16)
 #endif
+// Most posting beats (16 postings each, documents padded to whole beats) one BM25 channel may hold.
+#ifndef BENCH_MAX_BEATS
+#define BENCH_MAX_BEATS (1 << 30)
+#endif
 
 // BM25 constants in Q16 fixed point (value x 65536): k1 = 1.2 -> round(78643.2) = 78643; b = 0.75 is
 // defined as in the reference design but, like it, never applied (no document-length normalization).
@@ -101,13 +126,27 @@
 #endif
 #define BENCH_Q16_ONE 65536
 
+// Derived, not overridable. Dims each PE lane multiplies per cycle (4 with the defaults: int16 packed two
+// per 32-bit word, two words per cycle, as the reference PE).
+#define BENCH_PE_DIMS (BENCH_PE_MACS / BENCH_PE_BLOCK)
+// int16 words in one port beat (32 with the defaults): the HBM tier reads a key at one beat per cycle.
+#define BENCH_PORT_WORDS (BENCH_PORT_BITS / 16)
+
 // ---------------------------------------------------------------------------------------------------
 // Structure constraints.
+static_assert(BENCH_N_PE == 8, "the top functions have 8 key ports (keys0..keys7), one per PE");
 static_assert(BENCH_D > 0 && BENCH_D % BENCH_N_PE == 0,
               "BENCH_D must be a positive multiple of BENCH_N_PE (DSA splits D across the PE chain)");
-static_assert(BENCH_PE_MACS > 0 && BENCH_D % BENCH_PE_MACS == 0, "BENCH_D must be a multiple of BENCH_PE_MACS");
-static_assert(BENCH_PACKET > 0 && BENCH_PACKET % BENCH_N_PE == 0,
-              "BENCH_PACKET must be a multiple of BENCH_N_PE (a packet is whole rounds of the PE array)");
+static_assert(BENCH_PE_MACS > 0 && BENCH_PE_MACS % BENCH_PE_BLOCK == 0 && BENCH_D % BENCH_PE_DIMS == 0,
+              "BENCH_PE_MACS must be BENCH_PE_BLOCK lanes x a number of dims that divides BENCH_D");
+static_assert(BENCH_PE_BLOCK % BENCH_URAM_BLOCK == 0 && BENCH_URAM_BLOCK % 2 == 0,
+              "BENCH_URAM_BLOCK must be even and divide BENCH_PE_BLOCK (a stripe is whole URAM blocks)");
+static_assert(BENCH_PE_BLOCK % (2 * BENCH_PACKET) == 0,
+              "a stripe of keys (BENCH_PE_BLOCK) or of pages (half as many) must be whole packets");
+static_assert(BENCH_PORT_BITS % 32 == 0 && BENCH_D % BENCH_PORT_WORDS == 0,
+              "a key must be a whole number of port beats");
+static_assert(BENCH_BRAM_KEYS % (BENCH_N_PE * BENCH_PE_BLOCK) == 0 && BENCH_URAM_KEYS % (BENCH_N_PE * BENCH_PE_BLOCK) == 0,
+              "the on-chip tiers must hold whole stripes on every PE");
 static_assert(BENCH_K_MAX > 0 && (BENCH_K_MAX & (BENCH_K_MAX - 1)) == 0,
               "BENCH_K_MAX must be a power of two (log2 K comparator tree)");
 static_assert(BENCH_DSA_K_MAX > 0 && (BENCH_DSA_K_MAX & (BENCH_DSA_K_MAX - 1)) == 0,
@@ -116,9 +155,10 @@ static_assert(BENCH_MAX_KEYS >= 1 && BENCH_MAX_KEYS <= (1 << 30), "BENCH_MAX_KEY
 static_assert(BENCH_MAX_DOCS >= 1 && BENCH_MAX_DOCS <= (1 << 30), "BENCH_MAX_DOCS must fit int32 indices");
 static_assert(BENCH_DSA_HEADS_PER_PASS > 0 && BENCH_DSA_HEADS >= BENCH_DSA_HEADS_PER_PASS,
               "BENCH_DSA_HEADS must be at least one pass of BENCH_DSA_HEADS_PER_PASS");
-static_assert(BENCH_VOCAB % 64 == 0 && BENCH_VOCAB % BENCH_BM25_LANES == 0,
-              "BENCH_VOCAB must be a multiple of 64 (bitmap words) and of BENCH_BM25_LANES (IDF banks)");
-static_assert(BENCH_MAX_DOC_TERMS % BENCH_BM25_LANES == 0, "BENCH_MAX_DOC_TERMS must be whole 16-posting beats");
+static_assert(BENCH_VOCAB <= 65536 && BENCH_VOCAB % BENCH_PORT_BITS == 0,
+              "BENCH_VOCAB must fit the 16-bit term id of a posting and be whole bitmap beats");
+static_assert(BENCH_BM25_CHANNELS == 4, "bm25_topk has 4 posting ports (postings0..postings3)");
+static_assert(BENCH_BM25_LANES * 32 == BENCH_PORT_BITS, "a port beat carries one 32-bit posting per lane");
 
 // ---------------------------------------------------------------------------------------------------
 // Accumulator widths (why no sum can overflow).

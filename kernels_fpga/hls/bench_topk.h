@@ -9,8 +9,9 @@
 // log2(K)-level comparator tree. Hits enter one at a time and are re-checked against the minimum as it
 // rises. While fewer than k registers are filled, hits fill the next empty register instead.
 //
-// Output: k (index, score) pairs in register (slot) order, NOT sorted; registers never filled (fewer than k
-// candidates) hold index -1 and score INT64_MIN. kernels_fpga/csim.py sorts rows by (score desc, index asc).
+// Output: k (index, score) pairs in register (slot) order, NOT sorted, 16 slots per iteration (12 bytes a
+// slot: 3 port beats); registers never filled (fewer than k candidates) hold index -1 and score INT64_MIN.
+// kernels_fpga/csim.py sorts rows by (score desc, index asc).
 #ifndef BENCH_TOPK_H
 #define BENCH_TOPK_H
 
@@ -115,11 +116,17 @@ packets:
   }
 
 write:
-  for (int s = 0; s < K; ++s) {
+  for (int s0 = 0; s0 < K; s0 += BENCH_PACKET) {
 #pragma HLS PIPELINE II = 1
-    if (s >= k) break;
-    out_index[s] = reg_index[s];
-    out_score[s] = reg_score[s];
+    if (s0 >= k) break;
+  slots:
+    for (int j = 0; j < BENCH_PACKET; ++j) {
+#pragma HLS UNROLL
+      if (s0 + j < k) {
+        out_index[s0 + j] = reg_index[s0 + j];
+        out_score[s0 + j] = reg_score[s0 + j];
+      }
+    }
   }
 }
 

@@ -24,7 +24,7 @@ typedef Vec<BENCH_D> KeyVec;
 typedef Vec<2 * BENCH_D> PageVec;
 
 // Up to BENCH_PACKET consecutive candidates: candidate j has index base + j and score score[j];
-// entries j >= count are padding (only a stream's last packet is partial).
+// entries j >= count are padding (a PE's, channel's or stream's last packet may be partial).
 struct ScorePacket {
   acc_t score[BENCH_PACKET];
   int32_t base;

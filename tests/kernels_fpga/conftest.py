@@ -1,10 +1,14 @@
-"""Fixtures for the FPGA tests: ``fake_pyxrt``, a test double of XRT's ``pyxrt`` module.
+"""Fixtures for the FPGA tests: ``fake_pyxrt``, a test double of XRT's ``pyxrt`` module, and ``csim_kernel``.
 
 FakePyxrt is a TEST DOUBLE, not an emulator: it records the host code's call sequence (device, xclbin
 load or hardware context, kernel, buffer allocations with their memory group and size, writes, syncs with
 their size and offset, runs) so tests can check what ``kernels_fpga.host`` asks of XRT. It keeps a host and
 a device copy of each buffer (``sync`` copies between them) so a test may pass an ``on_run`` callback that
 plays the kernel on the device copies; it models no timing, DMA or hardware behaviour.
+
+``csim_kernel`` is such a callback: it runs the C-simulation of the very top function the host started,
+with the device copies as its buffers, so a host test checks the host's buffer layouts and argument lists
+against the kernels themselves.
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+
+from kernels_fpga import csim
+from kernels_fpga.interface import KERNELS
 
 
 @dataclass
@@ -74,7 +81,7 @@ class FakePyxrt:
     """
 
     api: str = "2.16"
-    kernel_args: dict[str, int] = field(default_factory=lambda: {"relevancy_topk": 10})
+    kernel_args: dict[str, int] = field(default_factory=lambda: {"relevancy_topk": len(KERNELS["relevancy_topk"])})
     group_ids: dict[str, dict[int, int]] = field(default_factory=dict)
     final_state: str = "ERT_CMD_STATE_COMPLETED"
     info: dict[str, str] = field(default_factory=dict)
@@ -201,26 +208,12 @@ class FakePyxrt:
         return mod
 
 
-def _relevancy_on_run(dim: int = 128) -> Callable[[str, list[Any]], None]:
-    """An ``on_run`` that plays relevancy_topk on the device buffers, writing slots in scrambled order."""
-
-    def play(name: str, args: list[Any]) -> None:
-        q_bo, keys_bo, idx_bo, score_bo, rows, n_keys, k = args[:7]
-        stride = args[9] if len(args) > 9 else n_keys
-        q = np.frombuffer(bytes(q_bo.device), dtype=np.int16)[: rows * dim].reshape(rows, dim)
-        keys = np.frombuffer(bytes(keys_bo.device), dtype=np.int16)[: rows * stride * dim]
-        keys = keys.reshape(rows, stride, dim)[:, :n_keys]
-        idx = np.full((rows, k), -1, dtype=np.int32)
-        score = np.full((rows, k), np.iinfo(np.int64).min, dtype=np.int64)
-        for r in range(rows):
-            s = keys[r].astype(np.int64) @ q[r].astype(np.int64)
-            order = np.lexsort((np.arange(n_keys), -s))[:k]
-            slots = np.random.default_rng(r).permutation(k)[: len(order)]
-            idx[r, slots], score[r, slots] = order, s[order]
-        idx_bo.device[: idx.nbytes] = idx.tobytes()
-        score_bo.device[: score.nbytes] = score.tobytes()
-
-    return play
+def play_csim(name: str, args: list[Any]) -> None:
+    """Runs the C-simulation of kernel ``name`` on the fake device buffers (views, so outputs land there)."""
+    values = []
+    for spec, arg in zip(KERNELS[name], args, strict=True):
+        values.append(np.frombuffer(arg.device, dtype=spec.dtype) if spec.is_pointer else arg)
+    csim.load().call(name, *values)
 
 
 @pytest.fixture
@@ -236,9 +229,9 @@ def fake_pyxrt(monkeypatch: pytest.MonkeyPatch) -> Callable[..., FakePyxrt]:
 
 
 @pytest.fixture
-def relevancy_kernel() -> Callable[[str, list[Any]], None]:
-    """``on_run`` callback that computes relevancy_topk (numpy) on the fake device buffers."""
-    return _relevancy_on_run()
+def csim_kernel() -> Callable[[str, list[Any]], None]:
+    """``on_run`` callback that runs the started kernel's C-simulation on the fake device buffers."""
+    return play_csim
 
 
 @pytest.fixture

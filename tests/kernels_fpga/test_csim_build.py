@@ -75,9 +75,9 @@ def test_digest_covers_overrides_and_sources(tmp_path: Path) -> None:
 
 
 def test_override_build_changes_the_compiled_parameters() -> None:
-    lib = csim.load(overrides={"BENCH_D": 32, "BENCH_K_MAX": 16, "BENCH_PE_MACS": 16})
-    assert lib.params["BENCH_D"] == 32 and lib.params["BENCH_K_MAX"] == 16
-    assert lib.info.overrides == (("BENCH_D", 32), ("BENCH_K_MAX", 16), ("BENCH_PE_MACS", 16))
+    lib = csim.load(overrides={"BENCH_D": 32, "BENCH_K_MAX": 16, "BENCH_PE_MACS": 256})
+    assert lib.params["BENCH_D"] == 32 and lib.params["BENCH_K_MAX"] == 16 and lib.params["BENCH_PE_MACS"] == 256
+    assert lib.info.overrides == (("BENCH_D", 32), ("BENCH_K_MAX", 16), ("BENCH_PE_MACS", 256))
     rng = np.random.default_rng(71)
     q = rng.integers(-32768, 32767, size=(2, 32), endpoint=True, dtype=np.int16)
     keys = rng.integers(-32768, 32767, size=(2, 45, 32), endpoint=True, dtype=np.int16)

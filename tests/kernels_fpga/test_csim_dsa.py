@@ -70,10 +70,11 @@ def test_empty_and_tier_split(lib: csim.CsimLibrary) -> None:
     q, w = int16(rng, 2, 8, D), int16(rng, 2, 8)
     index, score = lib.dsa_indexer_topk(q, w, np.zeros((2, 0, D), np.int16), 16)
     assert (index == -1).all() and (score == np.iinfo(np.int64).min).all()
-    keys = int16(rng, 2, 90, D)
+    keys = int16(rng, 2, 2100, D)
     want = ref.dsa_indexer_topk(q, w, keys, 16)
-    for bram, uram in [(0, 0), (40, 40), (90, 0), (1, 1)]:
+    for bram, uram in [(0, 0), (1024, 1024), (2048, 0), (1, 1)]:
         assert_same(lib.dsa_indexer_topk(q, w, keys, 16, bram_keys=bram, uram_keys=uram), want)
+    assert_same(lib.dsa_indexer_topk(q, w, keys, 16, row_stride=2200), want)
 
 
 @pytest.mark.parametrize(("heads", "k", "message"), [(65, 4, "BENCH_DSA_HEADS"), (4, 2049, "BENCH_DSA_K_MAX")])

@@ -78,10 +78,11 @@ def test_empty_and_tier_split(lib: csim.CsimLibrary) -> None:
     index, score = lib.page_topk(q, empty, empty, 6, 4)
     assert (index == -1).all() and (score == np.iinfo(np.int64).min).all()
     rng = np.random.default_rng(35)
-    kmin, kmax = bounds(rng, 2, 120)
+    kmin, kmax = bounds(rng, 2, 1300)  # a stripe round is 8 x 64 = 512 pages
     want = ref.page_topk(q, kmin, kmax, 10, 4)
-    for bram, uram in [(0, 0), (50, 50), (120, 0), (3, 200)]:
+    for bram, uram in [(0, 0), (512, 512), (1024, 0), (3, 200)]:
         assert_same(lib.page_topk(q, kmin, kmax, 10, 4, bram_pages=bram, uram_pages=uram), want)
+    assert_same(lib.page_topk(q, kmin, kmax, 10, 4, page_stride=1301), want)
 
 
 @pytest.mark.parametrize(

@@ -86,12 +86,16 @@ def test_empty_inputs_give_empty_slots(lib: csim.CsimLibrary) -> None:
     assert index.shape == (0, 4) and score.shape == (0, 4)
 
 
-def test_tier_split_never_changes_results(lib: csim.CsimLibrary) -> None:
+def test_tier_split_and_row_stride_never_change_results(lib: csim.CsimLibrary) -> None:
     rng = np.random.default_rng(23)
-    q, keys = int16(rng, 2, D), int16(rng, 2, 100, D)
+    q, keys = int16(rng, 2, D), int16(rng, 2, 2500, D)
     want = ref.relevancy_topk(q, keys, 9)
-    for bram, uram in [(0, 0), (30, 40), (100, 0), (0, 100), (7, 1)]:
+    # whole 1024-key stripes: BRAM only, BRAM + URAM + HBM, URAM + HBM, all HBM, requests that round down
+    for bram, uram in [(8192, 0), (1024, 1024), (0, 2048), (0, 0), (1500, 3000), (5, 7)]:
         assert_same(lib.relevancy_topk(q, keys, 9, bram_keys=bram, uram_keys=uram), want)
+    assert_same(lib.relevancy_topk(q, keys, 9, row_stride=4097, bram_keys=1024, uram_keys=1024), want)
+    with pytest.raises(ValueError, match="row stride"):
+        lib.relevancy_topk(q, keys, 9, row_stride=2499)
 
 
 def test_module_function_uses_the_default_build() -> None:

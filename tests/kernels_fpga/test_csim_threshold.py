@@ -52,10 +52,10 @@ def test_empty_and_tier_split(lib: csim.CsimLibrary) -> None:
     bitmap, count = lib.threshold_select(np.zeros((2, D), np.int16), np.zeros((2, 0, D), np.int16), 0)
     assert bitmap.shape == (2, 0) and (count == 0).all()
     rng = np.random.default_rng(44)
-    q, keys = int16(rng, 2, D), int16(rng, 2, 150, D)
+    q, keys = int16(rng, 2, D), int16(rng, 2, 2150, D)
     want = ref.threshold_select(q, keys, 0)
-    for bram, uram in [(0, 0), (64, 64), (150, 0), (1, 2)]:
-        got = lib.threshold_select(q, keys, 0, bram_keys=bram, uram_keys=uram)
+    for bram, uram in [(0, 0), (1024, 1024), (2048, 0), (1, 2)]:
+        got = lib.threshold_select(q, keys, 0, bram_keys=bram, uram_keys=uram, row_stride=3000)
         np.testing.assert_array_equal(got[0], want[0])
         np.testing.assert_array_equal(got[1], want[1])
 

@@ -12,32 +12,45 @@ import pytest
 
 from bench.errors import DeviceUnavailableError, UsageError
 from kernels_fpga import host
+from kernels_fpga import reference as ref
 from kernels_fpga.host import FpgaBoard, FpgaRunError
+from kernels_fpga.interface import KERNELS, arg_index
+from kernels_fpga.layout import Stripes, bm25_channels
+from kernels_fpga.params import kernel_params
 
 D = 128
+VOCAB = 65536
 INT64_MIN = np.iinfo(np.int64).min
 
 
 @pytest.fixture
 def xclbin(tmp_path: Path) -> Path:
-    path = tmp_path / "relevancy_topk.xclbin"
+    path = tmp_path / "bench_u55c.xclbin"
     path.write_bytes(b"xclbin2\x00" + bytes(range(64)))
     return path
+
+
+def arg_counts(*names: str) -> dict[str, int]:
+    """What an xclbin built from these sources reports for each kernel."""
+    return {name: len(KERNELS[name]) for name in names}
+
+
+def shared_key_banks(**moved: int) -> dict[str, dict[int, int]]:
+    """Group ids as the .cfg gives them: keys<p> of both key kernels on HBM bank p (``moved`` overrides)."""
+    return {name: {arg_index(name, f"keys{p}"): moved.get(f"{name}.keys{p}", p) for p in range(8)}
+            for name in ("relevancy_topk", "threshold_select")}
 
 
 def keys_for(rng: np.random.Generator, rows: int, n: int) -> np.ndarray:
     return rng.integers(-300, 300, size=(rows, n, D), dtype=np.int16)
 
 
-def reference_topk(q: np.ndarray, keys: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    rows, n = keys.shape[:2]
-    idx = np.full((rows, k), -1, dtype=np.int32)
-    score = np.full((rows, k), INT64_MIN, dtype=np.int64)
-    for r in range(rows):
-        s = keys[r].astype(np.int64) @ q[r].astype(np.int64)
-        order = np.lexsort((np.arange(n), -s))[:k]
-        idx[r, : len(order)], score[r, : len(order)] = order, s[order]
-    return idx, score
+def query_for(rng: np.random.Generator, rows: int) -> np.ndarray:
+    return rng.integers(-300, 300, size=(rows, D), dtype=np.int16)
+
+
+def key_bo_ids(fake) -> list[int]:
+    return [b.id for b in fake.bos[:8]]  # load_keys allocates the 8 key ports first
 
 
 def test_open_on_216_uses_a_hardware_context(fake_pyxrt, xclbin):
@@ -47,7 +60,7 @@ def test_open_on_216_uses_a_hardware_context(fake_pyxrt, xclbin):
     assert names == ["device", "xclbin", "register_xclbin", "hw_context", "kernel"]
     assert fake.calls[0] == ("device", "0000:81:00.1")
     assert fake.calls[-1] == ("kernel", "context-form", "relevancy_topk")
-    assert board.uses_hw_context and board.has_key_stride
+    assert board.uses_hw_context and board.params == kernel_params()
 
 
 def test_open_on_213_loads_the_xclbin_on_the_device(fake_pyxrt, xclbin):
@@ -75,117 +88,195 @@ def test_missing_xclbin_names_the_file_and_how_to_build_it(fake_pyxrt, tmp_path)
     assert str(missing) in str(err.value) and "v++" in str(err.value)
 
 
-def test_missing_device_and_missing_kernel(fake_pyxrt, xclbin):
+def test_missing_device_kernel_or_a_stale_xclbin(fake_pyxrt, xclbin):
     fake_pyxrt()
     with pytest.raises(DeviceUnavailableError, match="no FPGA at device 'missing'"):
         FpgaBoard.open("missing", xclbin)
-    fake_pyxrt(kernel_args={"page_topk": 11})
+    fake_pyxrt(kernel_args=arg_counts("page_topk"))
     with pytest.raises(DeviceUnavailableError, match=r"no kernel relevancy_topk.*page_topk"):
         FpgaBoard.open(0, xclbin)
+    fake_pyxrt(kernel_args={"relevancy_topk": 10})  # built from the single-port sources
+    with pytest.raises(DeviceUnavailableError, match=r"takes 10 arguments.*declares 18"):
+        FpgaBoard.open(0, xclbin)
+    with pytest.raises(UsageError, match="unknown kernel"):
+        FpgaBoard.open(0, xclbin, kernels=("relevancy",))
 
 
-def test_load_keys_allocates_on_the_kernel_banks_and_syncs_keys_once(fake_pyxrt, xclbin):
-    groups = {0: 7, 1: 3, 2: 9, 3: 11}
+def test_load_keys_stripes_the_ports_on_their_own_banks_and_syncs_each_once(fake_pyxrt, xclbin):
+    groups = {arg_index("relevancy_topk", f"keys{p}"): p for p in range(8)}
+    groups.update({0: 30, 9: 31, 10: 31})
     fake = fake_pyxrt(group_ids={"relevancy_topk": groups})
-    board = FpgaBoard.open(0, xclbin, k_max=64)
-    rows, n, cap = 3, 37, 50
-    board.load_keys(rows, keys_for(np.random.default_rng(1), rows, n), capacity=cap)
-    allocs = fake.events("bo")
-    assert [(nbytes, group) for _, _, nbytes, _, group in allocs] == [
-        (rows * cap * D * 2, 3), (rows * D * 2, 7), (rows * 64 * 4, 9), (rows * 64 * 8, 11)]
-    syncs = fake.events("sync")
-    assert syncs == [("sync", allocs[0][1], "TO_DEVICE", rows * cap * D * 2, 0)]
+    board = FpgaBoard.open(0, xclbin)
+    rows, n, cap = 3, 1300, 1500  # two stripes rounds of capacity: 256 keys per row on every port
+    keys = keys_for(np.random.default_rng(1), rows, n)
+    board.load_keys(rows, keys, capacity=cap)
+    allocs = [(nbytes, group) for _, _, nbytes, _, group in fake.events("bo")]
+    port_bytes = rows * 256 * D * 2
+    assert allocs == [(port_bytes, p) for p in range(8)] + [(rows * D * 2, 30), (rows * 64 * 4, 31),
+                                                             (rows * 64 * 8, 31)]
+    assert fake.events("sync") == [("sync", i, "TO_DEVICE", port_bytes, 0) for i in key_bo_ids(fake)]
+    want = Stripes(8, 128, cap).split(keys)
+    for p, bo in enumerate(fake.bos[:8]):
+        assert bytes(bo.device) == want[p].tobytes()
     assert board.keys_per_row() == [n] * rows
 
 
-def test_append_syncs_only_the_new_key_at_its_offset(fake_pyxrt, xclbin):
+def test_append_writes_and_syncs_only_the_new_key_on_its_port(fake_pyxrt, xclbin):
     fake = fake_pyxrt()
     board = FpgaBoard.open(0, xclbin)
-    rows, n, cap = 2, 5, 7
+    rows, n, cap = 2, 1150, 1200
     board.load_keys(rows, keys_for(np.random.default_rng(2), rows, n), capacity=cap)
-    keys_bo = fake.bos[0]
-    before = len(fake.calls)
     key = np.arange(D, dtype=np.int16)
+    before = len(fake.calls)
     board.append_key(1, key)
-    offset = (1 * cap + n) * D * 2
-    assert fake.calls[before:] == [("write", keys_bo.id, D * 2, offset),
-                                   ("sync", keys_bo.id, "TO_DEVICE", D * 2, offset)]
-    assert bytes(keys_bo.device[offset:offset + D * 2]) == key.tobytes()
+    port, entry = Stripes(8, 128, cap).location(1, n)  # key 1150: stripe 8 -> port 0, local 128 + 126
+    assert port == 0 and entry == 256 + 254
+    bo = fake.bos[port]
+    assert fake.calls[before:] == [("write", bo.id, D * 2, entry * D * 2), ("sync", bo.id, "TO_DEVICE", D * 2,
+                                                                            entry * D * 2)]
+    assert bytes(bo.device[entry * D * 2:(entry + 1) * D * 2]) == key.tobytes()
     assert board.keys_per_row() == [n, n + 1]
-    board.append_key(1, key)
+    for _ in range(cap - n - 1):
+        board.append_key(1, key)
     with pytest.raises(UsageError, match="row 1 is full"):
         board.append_key(1, key)
     with pytest.raises(UsageError, match="int16"):
         board.append_key(0, key.astype(np.int32))
 
 
-@pytest.mark.parametrize(("rows", "n", "k"), [(1, 200, 64), (3, 45, 16), (2, 10, 32)])
-def test_run_writes_only_the_query_and_reads_only_the_results(fake_pyxrt, relevancy_kernel, xclbin, rows, n, k):
-    fake = fake_pyxrt(on_run=relevancy_kernel)
-    board = FpgaBoard.open(0, xclbin, k_max=64)
+@pytest.mark.parametrize(("rows", "n", "k"), [(1, 200, 64), (3, 1045, 16), (2, 10, 32), (17, 1100, 8)])
+def test_run_writes_only_the_query_and_matches_the_reference(fake_pyxrt, csim_kernel, xclbin, rows, n, k):
+    fake = fake_pyxrt(on_run=csim_kernel)
+    board = FpgaBoard.open(0, xclbin)
     rng = np.random.default_rng(rows * 100 + n)
     keys = keys_for(rng, rows, n)
     keys[:, 3] = keys[:, 1]  # ties: equal scores must rank by index
     board.load_keys(rows, keys, capacity=n + 4)
-    q = rng.integers(-300, 300, size=(rows, D), dtype=np.int16)
+    q = query_for(rng, rows)
     before = len(fake.calls)
     idx, score = board.run_relevancy_topk(q, n, k)
     run_calls = fake.calls[before:]
-    keys_bo, q_bo, idx_bo, score_bo = (b.id for b in fake.bos[:4])  # load_keys allocation order
+    q_bo, idx_bo, score_bo = (b.id for b in fake.bos[8:11])
     syncs = [c for c in run_calls if c[0] == "sync"]
     assert syncs == [("sync", q_bo, "TO_DEVICE", rows * D * 2, 0),
                      ("sync", idx_bo, "FROM_DEVICE", rows * k * 4, 0),
                      ("sync", score_bo, "FROM_DEVICE", rows * k * 8, 0)]
-    assert not any(c[0] == "write" and c[1] == keys_bo for c in run_calls)
+    assert not any(c[0] == "write" and c[1] in key_bo_ids(fake) for c in run_calls)
     start = next(c for c in run_calls if c[0] == "start")
-    bram, uram = 16384 // rows, 32768 // rows
-    assert start[2] == (("bo", q_bo), ("bo", keys_bo), ("bo", idx_bo), ("bo", score_bo), rows, n, k, bram, uram, n + 4)
-    want = reference_topk(q, keys, k)
+    ports = tuple(("bo", i) for i in key_bo_ids(fake))
+    assert start[2] == (("bo", q_bo), *ports, ("bo", idx_bo), ("bo", score_bo), rows, n, n + 4, k,
+                        16384 // rows, 32768 // rows, 0)
+    want = ref.relevancy_topk(q, keys, k)
     np.testing.assert_array_equal(idx, want[0])
     np.testing.assert_array_equal(score, want[1])
     assert set(board.last_timings) == {"sync_in", "kernel", "sync_out"}
 
 
-def test_appended_keys_take_part_in_the_next_run(fake_pyxrt, relevancy_kernel, xclbin):
-    fake_pyxrt(on_run=relevancy_kernel)
+@pytest.mark.parametrize("rows", [2, 17])  # on-chip (BRAM) rows; URAM + HBM rows
+def test_appended_keys_are_synced_into_the_on_chip_tiers_by_the_next_run(fake_pyxrt, csim_kernel, xclbin, rows):
+    fake = fake_pyxrt(on_run=csim_kernel)
     board = FpgaBoard.open(0, xclbin)
-    rng = np.random.default_rng(5)
-    keys = keys_for(rng, 1, 20)
-    board.load_keys(1, keys, capacity=21)
-    q = rng.integers(1, 50, size=(1, D), dtype=np.int16)
-    big = np.full(D, 200, dtype=np.int16)  # positive q: this key scores highest
-    board.append_key(0, big)
-    idx, _ = board.run_relevancy_topk(q, 21, 1)
-    assert idx[0, 0] == 20
+    rng = np.random.default_rng(5 + rows)
+    keys = keys_for(rng, rows, 1030)
+    board.load_keys(rows, keys[:, :1020], capacity=1030)
+    q = query_for(rng, rows)
+    board.run_relevancy_topk(q, 1020, 8)
+    for i in range(1020, 1030):  # a decode step appends one key per row
+        for r in range(rows):
+            board.append_key(r, keys[r, i])
+    idx, score = board.run_relevancy_topk(q, 1030, 8)
+    assert fake.events("start")[-1][2][-1] == 1020  # sync_from: only the appended keys are copied on chip
+    want = ref.relevancy_topk(q, keys, 8)
+    np.testing.assert_array_equal(idx, want[0])
+    np.testing.assert_array_equal(score, want[1])
+    board.run_relevancy_topk(q, 1030, 8)
+    assert fake.events("start")[-1][2][-1] == 1030  # nothing new to sync
 
 
-def test_kernel_without_key_stride_cannot_grow_rows(fake_pyxrt, relevancy_kernel, xclbin):
-    fake = fake_pyxrt(kernel_args={"relevancy_topk": 9}, on_run=relevancy_kernel)
-    board = FpgaBoard.open(0, xclbin)
-    assert not board.has_key_stride
-    rng = np.random.default_rng(6)
-    keys = keys_for(rng, 2, 30)
-    with pytest.raises(UsageError, match="key_stride"):
-        board.load_keys(2, keys, capacity=31)
-    board.load_keys(2, keys)
-    with pytest.raises(UsageError, match="full"):
-        board.append_key(0, keys[0, 0])
-    q = rng.integers(-300, 300, size=(2, D), dtype=np.int16)
-    with pytest.raises(UsageError, match="must equal"):
-        board.run_relevancy_topk(q, 29, 8)
-    idx, _ = board.run_relevancy_topk(q, 30, 8)
-    assert len(fake.events("start")[0][2]) == 9
-    np.testing.assert_array_equal(idx, reference_topk(q, keys, 8)[0])
-
-
-def test_fewer_keys_than_k_leave_empty_slots_last(fake_pyxrt, relevancy_kernel, xclbin):
-    fake_pyxrt(on_run=relevancy_kernel)
+def test_fewer_keys_than_k_leave_empty_slots_last(fake_pyxrt, csim_kernel, xclbin):
+    fake_pyxrt(on_run=csim_kernel)
     board = FpgaBoard.open(0, xclbin)
     rng = np.random.default_rng(7)
     board.load_keys(1, keys_for(rng, 1, 3))
     idx, score = board.run_relevancy_topk(rng.integers(-9, 9, size=(1, D), dtype=np.int16), 3, 5)
     assert list(idx[0, 3:]) == [-1, -1] and list(score[0, 3:]) == [INT64_MIN, INT64_MIN]
     assert np.all(np.diff(score[0, :3]) <= 0)
+
+
+def test_threshold_select_shares_the_keys_and_passes_its_threshold_in_a_buffer(fake_pyxrt, csim_kernel, xclbin):
+    fake = fake_pyxrt(kernel_args=arg_counts("relevancy_topk", "threshold_select"), group_ids=shared_key_banks(),
+                      on_run=csim_kernel)
+    board = FpgaBoard.open(0, xclbin, kernels=("relevancy_topk", "threshold_select"))
+    rng = np.random.default_rng(8)
+    rows, n = 2, 1500
+    keys = keys_for(rng, rows, n)
+    board.load_keys(rows, keys, capacity=1600)
+    q = query_for(rng, rows)
+    threshold = int(np.median(ref.inner_product_scores(q, keys)))
+    before = len(fake.calls)
+    bitmap, count = board.run_threshold_select(q, n, threshold)
+    want = ref.threshold_select(q, keys, threshold)
+    np.testing.assert_array_equal(bitmap, want[0])
+    np.testing.assert_array_equal(count, want[1])
+    limit_bo = next(b for b in fake.bos if b.nbytes == 8)
+    writes = [c for c in fake.calls[before:] if c[0] == "write"]
+    assert writes == [("write", fake.bos[8].id, rows * D * 2, 0), ("write", limit_bo.id, 8, 0)]
+    start = fake.events("start")[-1]
+    assert start[1] == "threshold_select" and start[2][1] == ("bo", limit_bo.id)
+    assert start[2][2:10] == tuple(("bo", i) for i in key_bo_ids(fake))  # the relevancy kernel's key buffers
+    _, none = board.run_threshold_select(q, n, 2**40)  # beyond a C int: fine through the buffer
+    assert (none == 0).all()
+    idx, _ = board.run_relevancy_topk(q, n, 4)
+    np.testing.assert_array_equal(idx, ref.relevancy_topk(q, keys, 4)[0])
+
+
+def test_key_kernels_must_share_key_banks(fake_pyxrt, xclbin):
+    fake_pyxrt(kernel_args=arg_counts("relevancy_topk", "threshold_select"),
+               group_ids=shared_key_banks(**{"threshold_select.keys3": 77}))
+    board = FpgaBoard.open(0, xclbin, kernels=("relevancy_topk", "threshold_select"))
+    with pytest.raises(DeviceUnavailableError, match=r"keys3.*same HBM bank"):
+        board.load_keys(1, np.zeros((1, 4, D), dtype=np.int16))
+
+
+def bm25_corpus(rng: np.random.Generator, n_docs: int, terms: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    lengths = rng.integers(0, 40, size=n_docs, endpoint=True)
+    doc_ptr = np.concatenate(([0], np.cumsum(lengths))).astype(np.int64)
+    term_ids = rng.integers(0, terms, size=int(doc_ptr[-1])).astype(np.uint32)
+    tfs = rng.integers(1, 20, size=int(doc_ptr[-1]), endpoint=True).astype(np.uint16)
+    return doc_ptr, term_ids, tfs
+
+
+def test_bm25_keeps_the_corpus_and_idf_resident_and_sends_only_the_query(fake_pyxrt, csim_kernel, xclbin):
+    fake = fake_pyxrt(kernel_args=arg_counts("bm25_topk"), on_run=csim_kernel)
+    board = FpgaBoard.open(0, xclbin, kernels=("bm25_topk",))
+    rng = np.random.default_rng(9)
+    doc_ptr, term_ids, tfs = bm25_corpus(rng, 203, 500)
+    idf = ref.bm25_idf_q16(rng.integers(0, 203, size=VOCAB, endpoint=True), 203)
+    with pytest.raises(UsageError, match="load_bm25_corpus"):
+        board.load_bm25_idf(idf)
+    board.load_bm25_corpus(doc_ptr, term_ids, tfs)
+    channels = bm25_channels(doc_ptr, term_ids, tfs, 4, 16)
+    allocs = fake.events("bo")
+    groups = [arg_index("bm25_topk", f"{name}{c}") for c in range(4) for name in ("doc_ptr", "postings")]
+    assert [(a[2], a[4]) for a in allocs[:8]] == [
+        (array.nbytes, 100 + g) for (ptr, post), gp in zip(channels, zip(groups[::2], groups[1::2], strict=True),
+                                                           strict=True) for array, g in ((ptr, gp[0]), (post, gp[1]))]
+    assert len(fake.events("sync")) == 8  # each channel buffer synced once
+    with pytest.raises(UsageError, match="load_bm25_idf"):
+        board.run_bm25_topk([1], 4)
+    board.load_bm25_idf(idf)
+    load = fake.events("start")[-1][2]
+    assert load[-3:] == (0, 1, 1)  # n_docs = 0, k = 1, load_idf = 1
+    for seed in (1, 2):
+        query = np.random.default_rng(seed).integers(0, 500, size=5)
+        before = len(fake.calls)
+        index, score = board.run_bm25_topk(query, 16)
+        run = fake.calls[before:]
+        assert [c for c in run if c[0] == "write"] == [("write", fake.bos[8].id, VOCAB // 8, 0)]
+        assert fake.events("start")[-1][2][-3:] == (203, 16, 0)
+        want = ref.bm25_topk(doc_ptr, term_ids, tfs, query, idf, 16)
+        np.testing.assert_array_equal(index, want[0])
+        np.testing.assert_array_equal(score, want[1])
 
 
 @pytest.mark.parametrize("state", ["ERT_CMD_STATE_ERROR", "ERT_CMD_STATE_TIMEOUT"])
@@ -199,7 +290,7 @@ def test_a_run_that_does_not_complete_raises_with_its_state(fake_pyxrt, xclbin, 
 
 def test_run_validates_query_k_and_n_keys(fake_pyxrt, xclbin):
     fake_pyxrt()
-    board = FpgaBoard.open(0, xclbin, k_max=64)
+    board = FpgaBoard.open(0, xclbin)
     with pytest.raises(UsageError, match="load_keys"):
         board.run_relevancy_topk(np.zeros((1, D), dtype=np.int16), 1, 1)
     board.load_keys(2, np.zeros((2, 8, D), dtype=np.int16))
@@ -210,6 +301,10 @@ def test_run_validates_query_k_and_n_keys(fake_pyxrt, xclbin):
         board.run_relevancy_topk(q, 9, 4)
     with pytest.raises(UsageError, match="q must be"):
         board.run_relevancy_topk(q.astype(np.int32), 8, 4)
+    with pytest.raises(UsageError, match="capacity"):
+        board.load_keys(2, np.zeros((2, 8, D), dtype=np.int16), capacity=7)
+    with pytest.raises(UsageError, match="not opened"):
+        board.run_threshold_select(q, 8, 0)
 
 
 def test_scalars_beyond_c_int_are_refused_and_numpy_scalars_go_through_a_buffer(fake_pyxrt, xclbin):

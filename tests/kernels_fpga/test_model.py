@@ -11,7 +11,9 @@ import pytest
 
 from bench.errors import UsageError
 from kernels_fpga import model as fm
+from kernels_fpga.layout import bm25_expected_beats, port_count
 from kernels_fpga.model import FpgaModel
+from kernels_fpga.params import kernel_params
 from kernels_fpga.spec import SPEC_DIR, load_spec
 
 BW_PC = 12.292e9
@@ -95,9 +97,12 @@ def test_residency_fills_bram_then_uram_then_hbm(m):
     assert m.residency(1, 1_000, 128) == {"bram": 1_000, "uram": 0, "hbm": 0}
     assert m.residency(1, 16_384 + 77, 128) == {"bram": 16_384, "uram": 77, "hbm": 0}
     assert m.residency(1, 100_000, 128) == {"bram": 16_384, "uram": 32_768, "hbm": 100_000 - 49_152}
+    # 3 rows: each gets whole 128-key stripes of every PE: 5 of 16 BRAM stripes, 10 of 32 URAM stripes
     got = m.residency(3, 20_000, 128)
-    assert got == {"bram": 3 * (16_384 // 3), "uram": 3 * (32_768 // 3), "hbm": 3 * (20_000 - 5_461 - 10_922)}
+    assert got == {"bram": 3 * 5 * 1024, "uram": 3 * 10 * 1024, "hbm": 3 * (20_000 - 15 * 1024)}
     assert sum(got.values()) == 3 * 20_000
+    # 17 rows: less than a stripe of BRAM each, so BRAM stays empty and URAM takes one stripe per PE
+    assert m.residency(17, 5_000, 128) == {"bram": 0, "uram": 17 * 1024, "hbm": 17 * (5_000 - 1024)}
     assert m.residency(1, 100_000, 64)["bram"] == 32_768  # half-size keys: twice as many fit
     assert m.on_chip_capacity_keys(128) == 49_152 and m.on_chip_capacity_keys(256) == 24_576
 
@@ -108,12 +113,14 @@ def test_relevancy_breakdown_adds_up_and_tiers_are_charged_their_rates(m):
     assert e.seconds == pytest.approx(e.cycles / F) and e.busy_s == e.seconds and e.provenance == "analytic"
     assert e.tier == {"bram": 16_384, "uram": 32_768, "hbm": 50_848}
     assert e.breakdown["bram"] == 16_384 / 16  # top-k unit bound: one 16-score packet per cycle
-    assert e.breakdown["uram"] == 32_768 / 8  # 8 PEs x 128 elements per cycle = one key per PE per cycle
+    assert e.breakdown["uram"] == 32_768 / 8  # 32 keys per 32-cycle pass per PE = one key per PE per cycle
     hbm_bytes = 50_848 * 256
     assert e.breakdown["hbm"] == math.ceil(hbm_bytes / (8 * BW_PC) * F)  # HBM bandwidth bound
     assert e.hbm_bytes == hbm_bytes + 256 + 64 * 12
     assert 70 <= e.breakdown["fill"] < 71  # depth 71 - 1, plus the rounding up of fractional stall cycles
-    assert e.breakdown["query_load"] == 4 and e.breakdown["drain"] == 4
+    assert e.breakdown["query_load"] == 4  # 256 B of query, one 64 B beat per cycle
+    assert e.breakdown["drain"] == 4 * 3  # 64 slots, 16 per iteration, 192 B = 3 beats each
+    assert e.breakdown["sync"] == 0
 
 
 def test_relevancy_grows_with_keys_rows_and_the_worst_order(m):
@@ -135,37 +142,46 @@ def test_clock_scales_on_chip_time_but_not_hbm_bound_time():
     on_chip = (fast.relevancy_topk(1, 8_000), slow.relevancy_topk(1, 8_000))
     assert on_chip[0].cycles == on_chip[1].cycles
     assert on_chip[1].seconds == pytest.approx(1.25 * on_chip[0].seconds)
-    # 8 channels x one 512-bit beat per cycle outrun 8 x 12.3 GB/s above ~192 MHz: bandwidth bound at both
+    # 8 ports x one 512-bit beat per cycle outrun 8 x 12.3 GB/s above ~192 MHz: bandwidth bound at both
     hbm = (fast.relevancy_topk(1, 2_000_000).breakdown["hbm"], slow.relevancy_topk(1, 2_000_000).breakdown["hbm"])
     assert hbm[0] / F == pytest.approx(hbm[1] / 200e6, rel=1e-6)
     port_bound = FpgaModel("u55c", clock_hz=125e6).relevancy_topk(1, 2_000_000).breakdown["hbm"]
-    assert port_bound == math.ceil((2_000_000 - 49_152) / 8) * 128 / 32
+    pe0 = port_count(2_000_000, 0, 128, 8) - port_count(49_152, 0, 128, 8)  # PE 0's HBM keys
+    assert port_bound == pe0 * 128 / 32  # four 32-word beats a key
 
 
 def test_pe_array_cycles_follow_the_reference_block_rate(m):
-    assert m.pe_array_cycles("bram", 128 * 8) == 32  # 128 keys per PE in 32 cycles
-    assert m.pe_array_cycles("uram", 32 * 8) == 32
-    assert m.pe_array_cycles("hbm", 8 * 8) == 32  # one 512-bit beat per cycle per channel
-    assert m.pe_array_cycles("bram", 9) == 2 * 128 / 512  # 9 keys over 8 PEs: the busiest has 2
+    # paper.md section 7: 128 / 32 / 8 keys per 32-cycle block per PE from BRAM / URAM / HBM
+    assert m.pe_array_cycles("bram", 128 * 8) == 32
+    assert m.pe_array_cycles("uram", 32) == 32 and m.pe_array_cycles("uram", 128 * 8) == 4 * 32
+    assert m.pe_array_cycles("hbm", 8) == 32 and m.pe_array_cycles("hbm", 128 * 8) == 16 * 32
+    assert m.pe_array_cycles("bram", 9) == 32  # a partial block costs a full pass
+    assert m.pe_array_cycles("bram", 129) == 32  # key 128 starts the next stripe, on PE 1
+    assert m.pe_array_cycles("bram", 1025) == 64  # key 1024 is PE 0's second block
     with pytest.raises(ValueError):
         m.pe_array_cycles("ddr", 8)
 
 
-def test_page_topk_is_compute_bound_for_large_groups(m):
+def test_page_topk_passes_per_head_and_the_hbm_tier(m):
     e = m.page_topk(1, 8_000, group=8, sub=1)
-    assert e.breakdown["bram"] == 8_000 * 2 * 8 * 128 / 4096  # 2 x group x dim MACs per page
+    pe0 = port_count(8_000, 0, 64, 8)  # pages stripe 64 at a time
+    assert e.breakdown["bram"] == math.ceil(pe0 / 64) * 8 * 32  # a 64-page pass per head, 32 cycles each
     assert e.tier["bram"] == 8_000  # a page takes two key slots: 8,192 pages fit in BRAM
     assert m.page_topk(1, 9_000, group=1).tier == {"bram": 8_192, "uram": 808, "hbm": 0}
     reduced = m.page_topk(1, 8_000, group=1, sub=4)
-    assert reduced.breakdown["bram"] == 8_000 / 8 * 256 / 512  # reading kmin + kmax bounds a 1-head group
+    assert reduced.breakdown["bram"] == max(16 * 32, 8_000 / 16)  # PE passes vs a packet of pages per cycle
     assert sum(reduced.breakdown.values()) == pytest.approx(reduced.cycles)
+    long = m.page_topk(1, 30_000, group=4)
+    hbm0 = port_count(30_000, 0, 64, 8) - port_count(24_576, 0, 64, 8)
+    assert long.breakdown["hbm"] == hbm0 * (8 + 4 * 8)  # 8 beats to read a page, 8 cycles per head
 
 
 def test_threshold_select_has_no_topk_terms_and_is_cheaper(m):
     e = m.threshold_select(2, 20_000)
     assert not any(name.startswith("topk") for name in e.breakdown)
     assert e.cycles < m.relevancy_topk(2, 20_000).cycles
-    assert e.tier["hbm"] == 0 and e.hbm_bytes == 2 * (256 + math.ceil(20_000 / 64) * 8 + 4)
+    assert e.tier["hbm"] == 0 and e.hbm_bytes == 2 * (256 + 8 + math.ceil(20_000 / 64) * 8 + 4)
+    assert e.breakdown["query_load"] == 2 * 5  # per row: the query's 4 beats and the threshold's one
 
 
 def test_dsa_head_passes_cost_cycles_not_traffic(m):
@@ -181,13 +197,20 @@ def test_dsa_head_passes_cost_cycles_not_traffic(m):
 def test_bm25_is_hbm_bound_on_a_wikipedia_scale_corpus(m):
     docs, postings = 2_000_000, 150_000_000
     e = m.bm25_topk(docs, postings, query_terms=12)
-    stream = postings * 6 + (docs + 1) * 8
-    assert e.breakdown["hbm"] == math.ceil(stream / (4 * BW_PC) * F)
-    assert e.breakdown["query_load"] == 65_536 / 16
+    beats = bm25_expected_beats(75.0, 16)
+    assert 75 / 16 < beats < 75 / 16 * 3  # lanes fill unevenly: the fullest lane sets a document's beats
+    channel_docs = docs // 4
+    stream = channel_docs * beats * 64 + (channel_docs + 1) * 8
+    assert e.breakdown["hbm"] == math.ceil(stream / BW_PC * F)  # one port per channel
+    assert e.breakdown["query_load"] == 65_536 / 512 and e.breakdown["idf_load"] == 0
     assert e.tier == {"bram": 0, "uram": 0, "hbm": postings}
     assert "HBM bandwidth" in " ".join(e.notes)
-    short = m.bm25_topk(100_000, 100_000, query_terms=1)  # one posting per document: lane beats bound
-    assert short.breakdown["hbm"] == math.ceil((100_000 + 100_000 * 7.5) / 16 / 4)
+    loaded = m.bm25_topk(docs, postings, query_terms=12, load_idf=True)
+    assert loaded.breakdown["idf_load"] == 65_536 * 4 / 64 and loaded.cycles == e.cycles + 4_096
+    # One posting per document, a beat each; below ~192 MHz a port's beats, not its bandwidth, bound it.
+    short = FpgaModel("u55c", clock_hz=125e6).bm25_topk(100_000, 100_000, query_terms=1)
+    assert short.breakdown["hbm"] == math.ceil(25_000 * bm25_expected_beats(1.0, 16) + 25_001 * 8 / 64)
+    assert "lane beats" in " ".join(short.notes)
     with pytest.raises(ValueError, match="query_terms"):
         m.bm25_topk(10, 10, query_terms=0)
 
@@ -249,12 +272,38 @@ def test_clock_outside_the_spec_range_is_refused():
         FpgaModel("u55c", clock_hz=0)
 
 
-def test_a_spec_whose_tiers_do_not_fit_on_chip_is_refused(tmp_path: Path):
-    text = (SPEC_DIR / "u55c.yaml").read_text().replace("bram_keys: {value: 16384,", "bram_keys: {value: 65536,")
-    path = tmp_path / "big.yaml"
+def test_a_build_whose_tiers_do_not_fit_on_chip_is_refused(tmp_path: Path):
+    with pytest.raises(UsageError, match="BENCH_BRAM_KEYS"):
+        FpgaModel("u55c", params=kernel_params({"BENCH_BRAM_KEYS": 65_536}))
+    text = (SPEC_DIR / "u55c.yaml").read_text().replace("uram_bytes: {value: 35389440,", "uram_bytes: {value: 3538944,")
+    path = tmp_path / "small.yaml"
     path.write_text(text)
-    with pytest.raises(UsageError, match=r"pe\.bram_keys"):
+    with pytest.raises(UsageError, match="uram_bytes"):
         FpgaModel(path)
+
+
+def test_the_model_follows_the_build_it_is_given():
+    narrow = FpgaModel("u55c", params=kernel_params({"BENCH_PE_MACS": 256}))  # 2 dims per lane per cycle
+    assert narrow.pe_array_cycles("bram", 1024) == 64
+    assert FpgaModel("u55c").params == kernel_params()
+    assert "BENCH_PE_MACS=256" in narrow.relevancy_topk(1, 100).notes[0]
+
+
+def test_appended_keys_are_synced_into_the_on_chip_tiers(m):
+    base = m.relevancy_topk(4, 3_000)
+    one = m.relevancy_topk(4, 3_000, new_keys=1)
+    assert one.breakdown["sync"] == 4 * 4  # per row: one key of four beats on one port
+    assert one.cycles == base.cycles + 16
+    assert m.relevancy_topk(1, 200_000, new_keys=1).breakdown["sync"] == 0  # the new key is in HBM
+    full = m.relevancy_topk(1, 2_048, new_keys=2_048)  # a full reload: 256 keys per port, in parallel
+    assert full.breakdown["sync"] == 256 * 4
+
+
+def test_dsa_readers_keep_up_with_the_chain(m):
+    e = m.dsa_indexer_topk(1, 100_000, heads=16)
+    hbm_keys = 100_000 - 49_152
+    mem = math.ceil(hbm_keys * 256 / (8 * BW_PC) * F)
+    assert e.breakdown["hbm"] == max(hbm_keys, mem)  # one key per cycle vs 8 ports of bandwidth
 
 
 @pytest.mark.parametrize("name", ["u280", "v80", "u55c-100gbe"])
