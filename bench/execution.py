@@ -140,7 +140,7 @@ class CaseRun:
         """
         backend = self.backends[name]
         self.workload.rewind()
-        if backend.fpga is not None:
+        if backend.fpga is not None and backend.fpga.mode != "hardware":
             if replay:
                 backend.fpga.replay()
             else:
@@ -170,6 +170,8 @@ class CaseRun:
             backend.eager_reason = "CUDA graphs disabled (measure.cuda_graphs: false)"
         elif self.device.type != "cuda":
             backend.eager_reason = "CUDA graphs need a CUDA GPU"
+        elif backend.fpga is not None and backend.fpga.mode == "hardware":
+            backend.eager_reason = "a real FPGA board is driven from the host on every call"
         else:
             backend.plan = self._capture(name, profile=False)
 

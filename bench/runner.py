@@ -296,7 +296,7 @@ class CaseRunner:
         """A fresh FPGA device (each placement keeps its own tape of offloads)."""
         cfg = self.suite.fpgas[name]
         return FpgaDevice(name, cfg.mode, resolve_spec(cfg.spec, self.suite.path.parent), self.device, cfg.wait,
-                          cfg.functional, cfg.control, cfg.link, cfg.clock_mhz)
+                          cfg.functional, cfg.control, cfg.link, cfg.clock_mhz, cfg.xclbin, cfg.board)
 
     # -- measurement ------------------------------------------------------------------------------------
 
@@ -313,7 +313,7 @@ class CaseRunner:
         backend = cr.backends[name]
         out: dict[str, Any] = {}
         fpga = backend.fpga
-        if fpga is not None:
+        if fpga is not None and fpga.mode != "hardware":
             seconds = self._timed(lambda: cr.iteration(name, replay=False))
             per_it = fpga.tape_stats()
             out["functional_pass"] = {"seconds": seconds, "mode": fpga.functional, "recall": fpga.recall,
@@ -337,7 +337,11 @@ class CaseRunner:
         m = self.suite.measure
         backend = cr.backends[name]
         fpga = backend.fpga
-        w = measure.measure_window(lambda: cr.run_once(name), self.meters, self.device, m.min_duration_s,
+        meters = dict(self.meters)
+        board_meter = fpga.meter() if fpga is not None else None
+        if board_meter is not None:
+            meters["fpga"] = board_meter
+        w = measure.measure_window(lambda: cr.run_once(name), meters, self.device, m.min_duration_s,
                                    m.min_iterations)
         steps = w.iterations * cr.steps_per_iteration
         tokens = w.iterations * cr.tokens_per_iteration
@@ -349,7 +353,10 @@ class CaseRunner:
         # In analytic mode nothing waited for the FPGA: its modeled time is added to the measured GPU time.
         e2e = w.seconds + (modeled_s if mode == "analytic" else 0.0)
         scopes = {"gpu": gpu_energy(w.readings["gpu"], mode, modeled_s, idle_before["gpu"].watts)}
-        if fpga is not None:
+        if board_meter is not None:
+            r = w.readings["fpga"]
+            scopes["fpga"] = ScopeEnergy("fpga", r.joules, r.provenance, r.method, r.reason)
+        elif fpga is not None:
             scopes["fpga"] = ScopeEnergy("fpga", fpga.energy_j(e2e, busy_s), "analytic", "modeled")
         cpu = w.readings.get("cpu")
         rec: dict[str, Any] = {

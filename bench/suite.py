@@ -88,6 +88,8 @@ class FpgaConfig:
         None, help="GPU<->FPGA path: p2p (peer-to-peer PCIe), host (staged through host memory) or network; "
                    "default: the spec's")
     clock_mhz: float | None = param(None, min=1.0, max=1000.0, help="kernel clock override (spec default otherwise)")
+    xclbin: str | None = param(None, help="hardware mode: the xclbin built for the card (docs/fpga_hardware.md)")
+    board: str = param("0", help="hardware mode: the card's index or PCIe BDF")
 
 
 @dataclass(frozen=True)

@@ -241,6 +241,18 @@ class FpgaBoard:
         """Keys currently resident in each row."""
         return list(self._n)
 
+    def truncate_keys(self, n: int) -> None:
+        """Forget every row's keys past the first ``n`` (host bookkeeping only: nothing moves).
+
+        A benchmark that replays the same decode steps rewinds the resident index this way, so the next
+        :meth:`append_key` writes at position ``n`` again.
+        """
+        self._require_keys()
+        if n < 0:
+            raise UsageError(f"n must be >= 0, got {n}")
+        self._n = [min(count, n) for count in self._n]
+        self._synced = {name: min(done, n) for name, done in self._synced.items()}
+
     # ---- key kernels -------------------------------------------------------------------------------
 
     def run_relevancy_topk(self, q_int16: np.ndarray, n_keys: int, k: int,

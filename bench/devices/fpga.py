@@ -41,6 +41,8 @@ class FpgaCall:
         bytes_append: Bytes of new keys appended to the resident index before the call (0 if none).
         reference: Evaluates the offloaded steps with the FPGA's numerics in PyTorch (exact integers).
         csim: Evaluates them through the HLS kernels compiled for C-simulation.
+        hardware: Runs them on a real board (a :class:`kernels_fpga.host.FpgaBoard`); None if the method
+            has no host code for this kernel.
     """
 
     kernel: str
@@ -50,6 +52,7 @@ class FpgaCall:
     bytes_append: int
     reference: Callable[[], Selection]
     csim: Callable[[], Selection]
+    hardware: Callable[[Any], Selection] | None = None
 
 
 @dataclass
@@ -92,17 +95,21 @@ class FpgaDevice:
         control: Kernel control mode: ``host-started``, ``auto-restart`` or ``free-running``.
         link: ``p2p`` (peer-to-peer PCIe), ``host`` (staged through host memory), ``network``; None: the spec's.
         clock_mhz: Kernel clock override; the spec's default otherwise.
+        xclbin: Hardware mode: the xclbin to load.
+        board: Hardware mode: the card's index or PCIe BDF.
     """
 
     def __init__(self, name: str, mode: str, spec_path: Path, torch_device: torch.device, wait: str = "host",
                  functional: str = "reference", control: str = "host-started", link: str | None = None,
-                 clock_mhz: float | None = None) -> None:
+                 clock_mhz: float | None = None, xclbin: str | None = None, board: str = "0") -> None:
         from kernels_fpga.model import FpgaModel
         from kernels_fpga.spec import load_spec
 
-        if mode == "hardware":
-            raise DeviceUnavailableError(_hardware_missing())
         self.name, self.mode, self.functional = name, mode, functional
+        self.xclbin, self.board_id = xclbin, board
+        self.board: Any = None
+        if mode == "hardware":
+            _check_hardware(xclbin)
         self.spec_path = spec_path
         self.spec = load_spec(spec_path)
         self.model = FpgaModel(self.spec, clock_hz=clock_mhz * 1e6 if clock_mhz else None, control=control,
@@ -152,6 +159,17 @@ class FpgaDevice:
     def offload(self, make_call: Callable[[], FpgaCall], gpu_selection: Callable[[], Selection],
                 recall: Callable[[Selection, Selection], float]) -> Selection:
         """Run the fused offloaded steps: evaluate and tape them, or replay the tape and stall the timeline."""
+        if self.mode == "hardware":
+            call = make_call()
+            if call.hardware is None:
+                raise DeviceUnavailableError(f"{call.kernel}: this method has no host code for a real board yet; "
+                                             "use mode: emulated")
+            if self.board is None:
+                from kernels_fpga.host import FpgaBoard
+
+                device: int | str = int(self.board_id) if self.board_id.isdigit() else self.board_id
+                self.board = FpgaBoard.open(device, str(self.xclbin), kernels=(call.kernel,))
+            return call.hardware(self.board)
         if not self._recording:
             sel, total, _, _ = self._tape[self._cursor]
             self._cursor = (self._cursor + 1) % len(self._tape)
@@ -176,6 +194,15 @@ class FpgaDevice:
         parts["append"] = self.model.transfer(call.bytes_append, "to_fpga") if call.bytes_append else 0.0
         return off.total_s + parts["append"], off.busy_s, parts
 
+    def meter(self) -> Any:
+        """Hardware mode: the board-power meter (sampled XRT sensor, integrated), or None."""
+        if self.mode != "hardware":
+            return None
+        from bench.meters import XrtPowerMeter
+
+        return XrtPowerMeter(lambda: self.board.board_power_w() if self.board is not None else None,
+                             device=f"FPGA board {self.board_id}")
+
     def energy_j(self, wall_s: float, busy_s: float) -> float:
         """Modeled FPGA energy: static power for the whole window plus dynamic power while busy."""
         return self.model.energy(wall_s, busy_s)
@@ -195,15 +222,21 @@ class FpgaDevice:
             "functional": self.functional,
             "static_power_w": self.model.static_power_w,
             "dynamic_power_w": self.model.dynamic_power_w,
-            "energy_method": "modeled (static x wall time + dynamic x busy time)",
+            "energy_method": "xrt_sensor (board power sampled and integrated)" if self.mode == "hardware"
+            else "modeled (static x wall time + dynamic x busy time)",
+            **({"xclbin": self.xclbin, "xclbin_sha256": hashlib.sha256(Path(self.xclbin).read_bytes()).hexdigest(),
+                "board": self.board.provenance() if self.board is not None else {"id": self.board_id}}
+               if self.mode == "hardware" and self.xclbin else {}),
         }
 
 
-def _hardware_missing() -> str:
-    """Why hardware mode cannot start here, and what to do."""
-    try:
-        import pyxrt  # noqa: F401
-    except ImportError:
-        return ("FPGA mode 'hardware' needs pyxrt, which ships with XRT (not PyPI): install XRT and run "
-                "'source /opt/xilinx/xrt/setup.sh', or use mode: emulated")
-    return "FPGA mode 'hardware' is not available in this version; use mode: emulated or analytic"
+def _check_hardware(xclbin: str | None) -> None:
+    """Fail early, saying what is missing, when hardware mode cannot start here."""
+    from kernels_fpga.host import import_pyxrt
+
+    import_pyxrt()  # raises DeviceUnavailableError naming XRT's setup script
+    if not xclbin:
+        raise UsageError("FPGA mode 'hardware' needs devices.<fpga>.xclbin: the xclbin built for the card "
+                         "(see docs/fpga_hardware.md)")
+    if not Path(xclbin).is_file():
+        raise DeviceUnavailableError(f"xclbin not found: {xclbin} (see docs/fpga_hardware.md for the v++ build)")

@@ -19,11 +19,12 @@ come back.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
 from bench.devices.fpga import FpgaCall
+from bench.errors import UsageError
 from bench.methods.attention import AttentionQuery, KVMemory, SparseAttentionMethod, SparseAttentionWorkload
 from bench.model.decoder import Decoder, KVCache, Rope
 from bench.model.presets import ModelShape
@@ -172,6 +173,8 @@ class SeerAttentionR(SparseAttentionMethod):
         st = self.state
         st.pending_at_fill = [p.clone() for p in st.pending]
         st.keys_q = [self._quantize_keys(k, length) for k in st.keys]
+        st.blocks_at_fill = length // self.params.block_size
+        st.layers_on_board = None
 
     def rewind(self, length: int) -> None:
         """Restore the partial block's keys as the fill left them (decode steps overwrite its slots)."""
@@ -264,10 +267,31 @@ class SeerAttentionR(SparseAttentionMethod):
             blocks = torch.from_numpy(idx).to(index.keys.device).long().view(b, hkv, -1)
             return BlockSelection(_pad(blocks[..., : min(k, n)], k))
 
+        def hardware(board: Any) -> BlockSelection:
+            # The board holds one resident key set: one layer's gate keys (the suite runs layers: 1).
+            if st.layers_on_board is None:
+                if len(st.keys) != 1:
+                    raise UsageError("FPGA hardware mode keeps one layer's gate keys resident on the board; run "
+                                     "this method with model.layers: 1 (per-layer key banks are not built yet)")
+                filled = st.blocks_at_fill
+                board.load_keys(rows, keys_q[:, :, :filled].reshape(rows, filled, d).contiguous().cpu().numpy(),
+                                capacity=keys_q.shape[2])
+                st.layers_on_board = 1
+            if index.new_block is not None:
+                board.truncate_keys(index.new_block)  # a replayed step appends the same block again
+                new = keys_q[:, :, index.new_block].reshape(rows, d).cpu().numpy()
+                for r in range(rows):
+                    board.append_key(r, new[r])
+            if n == 0:
+                return empty
+            idx, _ = board.run_relevancy_topk(q_q.reshape(rows, d).contiguous().cpu().numpy(), n, min(k, n))
+            blocks = torch.from_numpy(idx).to(index.keys.device).long().view(b, hkv, -1)
+            return BlockSelection(_pad(blocks, k))
+
         return FpgaCall("relevancy_topk", {"rows": rows, "n_keys": n, "dim": d, "k": k},
                         bytes_in=rows * d * 2, bytes_out=rows * k * 4,
                         bytes_append=rows * d * 2 if index.new_block is not None else 0,
-                        reference=reference, csim=csim)
+                        reference=reference, csim=csim, hardware=hardware)
 
     def recall(self, fpga: Selection, gpu: Selection) -> float:
         """Mean over (batch, head) rows of |FPGA ∩ GPU| / |GPU| over valid block ids."""
@@ -300,6 +324,8 @@ class _GateState:
         self.keys_q: list[torch.Tensor] = []
         self.key_scale: list[float] = []
         self.rope = Rope(2, 1.0, torch.device("cpu"))
+        self.blocks_at_fill = 0
+        self.layers_on_board: int | None = None
 
 
 def _pad(idx: torch.Tensor, k: int) -> torch.Tensor:

@@ -35,12 +35,22 @@ def write_suite(tmp_path: Path):
     return write
 
 
-@pytest.fixture
-def slow_spec(tmp_path: Path) -> Path:
-    """A copy of the U55C spec whose host-started launch takes 20 ms, so the injected wait dominates."""
+def _slow_spec(tmp_path: Path, launch: str) -> Path:
     text = (Path("kernels_fpga/specs/u55c.yaml")).read_text()
     start = text.index("  host_started:")
     value = text.index("value: 1.0e-4", start)
-    path = tmp_path / "slow.yaml"
-    path.write_text(text[:value] + "value: 2.0e-2" + text[value + len("value: 1.0e-4"):])
+    path = tmp_path / f"slow-{launch}.yaml"
+    path.write_text(text[:value] + f"value: {launch}" + text[value + len("value: 1.0e-4"):])
     return path
+
+
+@pytest.fixture
+def slow_spec(tmp_path: Path) -> Path:
+    """A copy of the U55C spec whose host-started launch takes 20 ms, so the injected wait dominates."""
+    return _slow_spec(tmp_path, "2.0e-2")
+
+
+@pytest.fixture
+def very_slow_spec(tmp_path: Path) -> Path:
+    """A U55C spec with a 2 s launch: a window that waited for it could not be shorter than it."""
+    return _slow_spec(tmp_path, "2.0e+0")

@@ -44,8 +44,8 @@ def test_injected_fpga_time_appears_in_end_to_end_latency(write_suite, slow_spec
     assert min(value(r, "latency_ms") for r in hetero) > base
 
 
-def test_analytic_mode_adds_the_modeled_time_without_waiting(write_suite, slow_spec, tmp_path):
-    run = Runner(load_suite(write_suite(spec=str(slow_spec), mode="analytic")), tmp_path / "out").run()
+def test_analytic_mode_adds_the_modeled_time_without_waiting(write_suite, very_slow_spec, tmp_path):
+    run = Runner(load_suite(write_suite(spec=str(very_slow_spec), mode="analytic")), tmp_path / "out").run()
     for r in _trials(run, "hetero"):
         assert r["metrics"]["latency_ms"]["provenance"] == "analytic"
         # Nothing waited: the measured window is shorter than the modeled FPGA time it is credited with.
