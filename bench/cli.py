@@ -101,6 +101,16 @@ class ExportFormat(str, Enum):
     """Export formats."""
 
     csv = "csv"
+    latex = "latex"
+    json = "json"
+    markdown = "markdown"
+
+
+class ReportFormat(str, Enum):
+    """Report document formats."""
+
+    html = "html"
+    markdown = "markdown"
 
 
 @app.command()
@@ -210,21 +220,49 @@ def export(
     run_dir: Annotated[str | None, typer.Option("--run", help="run directory or id (default: the latest run)")] = None,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="file to write (default: stdout)")] = None,
     results: Annotated[Path, typer.Option("--results", help="results root to search")] = RESULTS,
+    trials: Annotated[bool, typer.Option("--trials", help="one row per trial instead of per case x placement "
+                                                          "(csv, json, markdown)")] = False,
+    macros: Annotated[Path | None, typer.Option("--macros", help="latex: also write a \\newcommand per headline "
+                                                                 "number to this file")] = None,
 ) -> None:
-    """Export a run's records as a tidy table (one row per case x placement x trial)."""
-    from bench.export import tidy_rows, write_csv
+    """Export a run: one row per case x placement (or per trial), each number with its provenance."""
+    from bench.export import export_run
     from bench.store import resolve_run
 
     r = resolve_run(run_dir, results)
-    rows = tidy_rows(r.records(), r.meta())
     if output is None:
-        write_csv(rows, sys.stdout)
+        export_run(r, fmt.value, trials, sys.stdout, macros)
         return
     tmp = output.with_name(output.name + ".tmp")
     with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        write_csv(rows, fh)
+        rows = export_run(r, fmt.value, trials, fh, macros)
     tmp.replace(output)
-    _say(err, f"wrote {len(rows)} rows to {output}")
+    _say(err, f"wrote {rows} rows to {output}" + (f" and macros to {macros}" if macros else ""))
+
+
+@app.command()
+@_errors
+def report(
+    run_dirs: Annotated[list[str] | None, typer.Option("--run", help="run directory or id; repeat to show "
+                                                                     "several runs (default: the latest run)")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="directory for the report and its figures")] = Path("report"),
+    fmt: Annotated[ReportFormat, typer.Option("--format", help="html (self-contained) or markdown")] = (
+        ReportFormat.html),
+    results: Annotated[Path, typer.Option("--results", help="results root to search")] = RESULTS,
+    kernels_json: Annotated[Path | None, typer.Option(
+        "--kernels-json", help="a 'bench kernels --json' report: its measured copy bandwidth replaces the spec "
+                               "bandwidth in the roofline of that card")] = None,
+) -> None:
+    """Write figures (PNG and PDF) and a report with tables, provenance and notes for one or more runs."""
+    import logging
+
+    from bench.report.document import write_report
+    from bench.store import resolve_run
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    runs = [resolve_run(r, results) for r in run_dirs] if run_dirs else [resolve_run(None, results)]
+    paths = write_report(runs, out_dir, fmt.value, kernels_json)
+    _say(out, f"report written to {paths[0]} ({len(paths) - 1} figure files in {paths[0].parent / 'figures'})")
 
 
 @app.command()

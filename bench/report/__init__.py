@@ -1,1 +1,1 @@
-"""Reports: every human-readable rendering of results (tables now; figures and documents build on them)."""
+"""Reports: every human-readable rendering of results: tables, figures, LaTeX and the report document."""

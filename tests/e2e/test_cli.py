@@ -40,6 +40,13 @@ def test_run_compare_export(write_suite, tmp_path):
     csv_path = tmp_path / "out.csv"
     code, text = _run(["export", "--results", str(out), "--format", "csv", "-o", str(csv_path)])
     assert code == 0, text
+    cases = list(csv.DictReader(csv_path.open()))
+    assert len(cases) == 2 * 3  # cases x placements
+    hetero = next(r for r in cases if r["placement"] == "hetero")
+    assert hetero["speedup_ratio"] and hetero["speedup_provenance"] == "emulated"
+    assert hetero["j_per_token_mean"] == "" and "no GPU" in hetero["j_per_token_reason"]
+    code, text = _run(["export", "--results", str(out), "--format", "csv", "--trials", "-o", str(csv_path)])
+    assert code == 0, text
     rows = list(csv.DictReader(csv_path.open()))
     assert len(rows) == len(trials)
     by_key = {(r["case_id"], r["placement"], r["trial"]): r for r in rows}
@@ -48,8 +55,17 @@ def test_run_compare_export(write_suite, tmp_path):
         assert float(row["latency_ms"]) == t["metrics"]["latency_ms"]["value"]
         assert row["latency_provenance"] == t["metrics"]["latency_ms"]["provenance"]
         assert row["j_per_token"] == "" and row["energy_reason"]
-    code, text = _run(["export", "--results", str(out)])
+    code, text = _run(["export", "--results", str(out), "--trials"])
     assert code == 0 and text.startswith("run_id,suite,experiment,method,case_id,placement")
+    tex, macros = tmp_path / "t.tex", tmp_path / "m.tex"
+    code, text = _run(["export", "--results", str(out), "--format", "latex", "-o", str(tex), "--macros", str(macros)])
+    assert code == 0, text
+    assert "\\toprule" in tex.read_text() and macros.read_text().count("\\newcommand") == 2 * 6 + 6 * 4
+    code, text = _run(["export", "--results", str(out), "--format", "latex", "--trials"])
+    assert code == 2 and "--trials applies to csv, json and markdown" in text
+    code, text = _run(["report", "--results", str(out), "--out", str(tmp_path / "rep"), "--format", "markdown"])
+    assert code == 0, text
+    assert (tmp_path / "rep" / "report.md").is_file() and (tmp_path / "rep" / "figures" / "headline.pdf").is_file()
 
 
 def test_python_main_behaves_like_bench(write_suite, tmp_path):
