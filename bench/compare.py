@@ -42,6 +42,7 @@ class PlacementResult:
     energy_provenance: str | None
     latency_samples: list[float]
     energy_samples: list[float]
+    unit: str = "decode step"
 
 
 @dataclass
@@ -109,6 +110,7 @@ def placement_result(placement: str, trials: list[dict[str, Any]], scope: str = 
         energy_provenance="/".join(sorted(en_prov)) if energy_ok else None,
         latency_samples=lat,  # type: ignore[arg-type]
         energy_samples=jpt if energy_ok else [],  # type: ignore[arg-type]
+        unit=trials[0].get("latency_unit", "decode step"),
     )
 
 

@@ -22,7 +22,7 @@ import torch
 from bench.devices.fpga import FpgaDevice, OffloadStats
 from bench.methods import get_method
 from bench.model.decoder import Decoder
-from bench.pipeline import FUSED, Placement
+from bench.pipeline import Placement
 from bench.suite import Case
 from bench.timeline import FpgaWait, NullTimeline, Timeline, synchronize
 from bench.workload import Iteration, Workload
@@ -189,7 +189,7 @@ class CaseRun:
             self.iteration(name)
         side.synchronize()
         fpga = backend.fpga if backend.host_waits else None
-        capture = _Capture(self._pool, fpga, profile)
+        capture = _Capture(self._pool, fpga, backend.placement.offloaded_sections(), profile)
         with torch.cuda.stream(side):
             capture.begin()
             self.iteration(name, capture)
@@ -220,14 +220,15 @@ class CaseRun:
 class _Capture(Timeline):
     """Captures an iteration into a :class:`ReplayPlan`.
 
-    The GPU work is one graph, split at the FPGA sections when ``fpga`` is given (its modeled waits are
-    deferred into the plan). With ``profile`` an external CUDA event marks each section's start and end
+    The GPU work is one graph, split at the placement's FPGA sections when ``fpga`` is given (its modeled
+    waits are deferred into the plan). With ``profile`` an external CUDA event marks each section's start and end
     inside the graphs, so replays can be timed per section with no extra launches.
     """
 
-    def __init__(self, pool: Any, fpga: FpgaDevice | None, profile: bool) -> None:
+    def __init__(self, pool: Any, fpga: FpgaDevice | None, offloaded: frozenset[str], profile: bool) -> None:
         self.pool = pool
         self.fpga = fpga
+        self.offloaded = offloaded
         self.profile = profile
         self.plan = ReplayPlan()
         self._graph: torch.cuda.CUDAGraph | None = None
@@ -255,7 +256,7 @@ class _Capture(Timeline):
     def section(self, name: str) -> Iterator[None]:
         """Mark the section; at an FPGA section, end the segment and defer the wait into the plan."""
         start = self._event()
-        split = self.fpga is not None and name == FUSED
+        split = self.fpga is not None and name in self.offloaded
         if split:
             assert self.fpga is not None
             self.finish()

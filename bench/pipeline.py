@@ -136,9 +136,17 @@ class Placement:
         """The device name this placement runs ``step`` on."""
         return self.steps[step]
 
-    def offloaded(self, gpu: str) -> frozenset[Step]:
+    def offloaded(self, gpu: str = "gpu") -> frozenset[Step]:
         """Steps that do not run on the named GPU device."""
         return frozenset(s for s, d in self.steps.items() if d != gpu)
+
+    def offloaded_sections(self, gpu: str = "gpu") -> frozenset[str]:
+        """Timeline sections whose work runs off the GPU (relevancy and retrieval together count as fused)."""
+        steps = self.offloaded(gpu)
+        names = {s.value for s in steps}
+        if {Step.RELEVANCY, Step.RETRIEVAL} <= steps:
+            names.add(FUSED)
+        return frozenset(names)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form for records and run.json."""

@@ -29,7 +29,6 @@ from bench.execution import CaseRun
 from bench.meters import EnergyMeter, describe_meters, detect_meters, merge_idle, net_energy
 from bench.methods import get_method
 from bench.model.decoder import DTYPES
-from bench.pipeline import FUSED
 from bench.provenance import command_line, git_info, host_info, software_info, utc_now
 from bench.records import FAILED, SKIPPED, TRIAL, WARMUP, Provenance, figure
 from bench.stats import summarize
@@ -345,6 +344,7 @@ class CaseRunner:
                                    m.min_iterations)
         steps = w.iterations * cr.steps_per_iteration
         tokens = w.iterations * cr.tokens_per_iteration
+        unit = cr.workload.latency_unit
         mode = fpga.mode if fpga is not None else None
         stats = cr.fpga_per_iteration(name)
         modeled_s = stats.modeled_s * w.iterations if stats else 0.0
@@ -368,9 +368,14 @@ class CaseRunner:
             "window_s": w.seconds,
             "e2e_s": e2e,
             "graphed": backend.plan is not None,
+            "steps_per_iteration": cr.steps_per_iteration,
+            "tokens_per_iteration": cr.tokens_per_iteration,
+            "latency_unit": unit,
+            "workload": cr.workload.describe(),
             "metrics": {
-                "latency_ms": figure(e2e / steps * 1e3, "ms/token", time_prov,
-                                     note="time per decode step (one token per sequence)"),
+                "latency_ms": figure(e2e / steps * 1e3, f"ms/{unit}", time_prov,
+                                     note=f"time per {unit}" + (" (one token per sequence)"
+                                                                if unit == "decode step" else "")),
                 "tokens_per_s": figure(tokens / e2e, "tokens/s", time_prov),
                 **per_token_figures(total(scopes), tokens),
             },
@@ -390,10 +395,11 @@ class CaseRunner:
                            "functional": fpga.functional, "static_power_w": fpga.model.static_power_w,
                            "dynamic_power_w": fpga.model.dynamic_power_w}
         sections, timing = measure.profile(cr, name, m.profile_iterations)
+        offloaded = backend.placement.offloaded_sections()
         rec["steps_ms"] = {}
         for section, sec in sections.items():
-            on_fpga = fpga is not None and section == FUSED
-            rec["steps_ms"][section] = figure(sec * 1e3, "ms/token", time_prov if on_fpga else "measured",
+            on_fpga = fpga is not None and section in offloaded
+            rec["steps_ms"][section] = figure(sec * 1e3, f"ms/{unit}", time_prov if on_fpga else "measured",
                                               device=fpga.name if on_fpga and fpga else "gpu", timing=timing)
         limit = (w.state_after or {}).get("power_limit_w")
         rec["validity"] = assess(ValidityInputs(

@@ -38,6 +38,7 @@ class Workload(ABC):
         Params: The method's parameter dataclass (fields declared with :func:`bench.schema.param`).
         offloadable: Steps the study's hetero placement runs on the FPGA, as one fused kernel.
         kind: Method class: ``sparse-attention``, ``rag``, ``memory`` or ``ttt``.
+        latency_unit: What latency is reported per (``decode step`` unless a method says otherwise).
 
     Args:
         params: The case's method parameters.
@@ -51,6 +52,8 @@ class Workload(ABC):
     Params: ClassVar[type]
     offloadable: ClassVar[frozenset[Step]] = frozenset()
     kind: ClassVar[str]
+    #: What one step of ``steps_per_iteration`` is: latency is reported per such step.
+    latency_unit: ClassVar[str] = "decode step"
 
     def __init__(self, params: Any, model: Decoder, case: Case, decode_tokens: int, seed: int) -> None:
         self.params = params
@@ -120,6 +123,10 @@ class Workload(ABC):
     @abstractmethod
     def rewind(self) -> None:
         """Restore the starting state, so the next iteration repeats the last one's work exactly."""
+
+    def describe(self) -> dict[str, Any]:
+        """Facts about this case worth recording beside its numbers (sizes, model fits, intensities)."""
+        return {}
 
     @property
     def steps_per_iteration(self) -> int:

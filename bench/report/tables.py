@@ -38,7 +38,7 @@ def _mean(summary: Any, digits: int) -> str:
 
 def headers(baseline: str, other: str) -> list[str]:
     """Column headers of a comparison table."""
-    return ["case", f"{baseline} ms/tok", f"{other} ms/tok", "speedup [95% CI]", f"{baseline} J/tok",
+    return ["case", f"{baseline} ms", f"{other} ms", "speedup [95% CI]", f"{baseline} J/tok",
             f"{other} J/tok", "energy reduction [95% CI]", "validity"]
 
 
@@ -67,6 +67,9 @@ def notes(rows: list[CaseComparison]) -> list[str]:
                 energy = r.energy_provenance or "null"
                 seen[f"{r.placement}: latency {r.latency_provenance}, energy {energy}"] = None
         out += list(seen)
+    units = sorted({r.unit for c in rows for r in (c.baseline, c.other) if r is not None})
+    if units:
+        out.append(f"ms = latency per {' or '.join(units)}; J/tok = joules per output token")
     reasons = {r.energy_reason for c in rows for r in (c.baseline, c.other) if r is not None and r.energy_reason}
     out += [f"energy null: {why}" for why in sorted(reasons)]
     for c in rows:
