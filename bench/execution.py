@@ -173,7 +173,11 @@ class CaseRun:
         elif backend.fpga is not None and backend.fpga.mode == "hardware":
             backend.eager_reason = "a real FPGA board is driven from the host on every call"
         else:
-            backend.plan = self._capture(name, profile=False)
+            try:
+                backend.plan = self._capture(name, profile=False)
+            except RuntimeError as exc:  # e.g. an op that syncs with the host cannot be captured: run eagerly
+                torch.cuda.synchronize(self.device)
+                backend.eager_reason = f"CUDA graph capture failed ({str(exc).splitlines()[0][:200]})"
 
     def profiled_plan(self, name: str) -> ReplayPlan:
         """The iteration captured with a CUDA event at every section boundary (built once)."""

@@ -268,6 +268,8 @@ class CaseRunner:
     def _model(self, experiment: str) -> Any:
         """The experiment's model, built on first use; the previous experiment's is freed first."""
         if self._model_of != experiment:
+            if self._model_of is not None:
+                get_method(self.suite.experiments[self._model_of].method).release_shared()
             self.model = None
             gc.collect()
             gpu_dev.empty_cache(self.device)

@@ -125,8 +125,15 @@ class Workload(ABC):
         """Restore the starting state, so the next iteration repeats the last one's work exactly."""
 
     def describe(self) -> dict[str, Any]:
-        """Facts about this case worth recording beside its numbers (sizes, model fits, intensities)."""
+        """Facts about this case worth recording beside its numbers (sizes, model fits, intensities).
+
+        Called after a trial's measured window, so it may read the device.
+        """
         return {}
+
+    @classmethod
+    def release_shared(cls) -> None:
+        """Free what the method keeps between cases (a corpus, say) once its experiment is done."""
 
     @property
     def steps_per_iteration(self) -> int:

@@ -455,6 +455,17 @@ class RagWorkload(Workload):
             self.is_text[start : start + width] = False
             return self.model.prefill(passage, self.cache)
 
+    def describe(self) -> dict[str, Any]:
+        """Recorded beside every trial: the retrieval decisions of the last iteration and the corpus."""
+        return self.decisions()
+
+    @classmethod
+    def release_shared(cls) -> None:
+        """Drop the corpus kept between cases (the runner calls this when an experiment ends)."""
+        from bench.corpus import clear_cache
+
+        clear_cache()
+
     def decisions(self) -> dict[str, Any]:
         """The retrieval decisions of the last iteration: the schedule the suite set and the real check.
 
