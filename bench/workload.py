@@ -134,6 +134,7 @@ class Workload(ABC):
     @classmethod
     def release_shared(cls) -> None:
         """Free what the method keeps between cases (a corpus, say) once its experiment is done."""
+        return None  # most methods keep nothing between cases
 
     @property
     def steps_per_iteration(self) -> int:
