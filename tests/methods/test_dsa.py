@@ -57,7 +57,7 @@ def _setup(context, topk, batch=2, dtype=torch.float32, keys="bf16", seed=0, spa
 def _step_inputs(model, cache, seed):
     """One decode step's attention input for layer 0 (the new latent row written, as decode_step does)."""
     gen = torch.Generator().manual_seed(seed)
-    h = torch.randn(cache.latent[0].shape[0], TINY.hidden, generator=gen).to(model.dtype)
+    h = torch.randn(cache.latent[0].shape[0], TINY.hidden, generator=gen).to(model.device, model.dtype)
     pos = cache.length
     x, q_c, q, row = model.layers[0].project(h, *model.rope_at(pos))
     cache.latent[0][:, pos] = row
