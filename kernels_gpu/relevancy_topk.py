@@ -4,11 +4,13 @@ score[b, h, n] = sum_d q[b, h, d] * keys[b, h, n, d] in fp32 (a softmax scale do
 the result is the top-k of each (b, h) row under the tie rule of :mod:`kernels_gpu.topk`. The Triton
 kernel streams each key once and, for k <= 256, reduces every tile to its own top-k in registers, so the
 scores never reach global memory; larger k writes the fp32 scores (4 B per 256 B key) and a digit-0
-histogram for the radix path.
+histogram for the radix path. :func:`native_relevancy_topk` is what a user writes (``torch.matmul`` +
+``torch.topk``), the benchmark's baseline.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import torch
@@ -20,12 +22,13 @@ from kernels_gpu.topk import (
     bmm_fp32,
     cdiv,
     check_k,
-    check_topk,
+    check_native,
     digit0,
     flush_hist0,
     jit,
     key_slots,
     merge_candidates,
+    native_topk,
     new_radix_workspace,
     next_pow2,
     pack_scores,
@@ -88,6 +91,29 @@ def torch_relevancy_topk(
     scores = bmm_fp32(keys.reshape(b * h, n, d), q.reshape(b * h, d, 1)).reshape(b * h, n)
     idx, val = torch_topk(scores, rows_n_valid(n_valid, (b, h), n, keys.device), k)
     return idx.view(b, h, k), val.view(b, h, k)
+
+
+def native_relevancy_topk(
+    q: torch.Tensor, keys: torch.Tensor, n_valid: int | torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Framework-native path, what a user writes: ``torch.matmul(keys, q)``, ``torch.topk(sorted=False)``.
+
+    The scores come out in the inputs' dtype, as ``torch.matmul`` returns them (bf16 in the workloads:
+    fp32 accumulation, one rounding to bf16 per score; half the bytes of fp32 scores). Entries
+    past ``n_valid`` are dropped or masked with -inf (:func:`kernels_gpu.topk.native_topk`). No tie rule:
+    equal scores (more of them in bf16) may select and order differently from the exact paths.
+
+    Args:
+        q: [B, H, D] queries.
+        keys: [B, H, N, D] keys, same dtype.
+        n_valid: Valid keys per row: an int, or an int tensor [B] or [B, H].
+        k: Keys to select per row, >= 1.
+
+    Returns:
+        (index int64 [B, H, k], score [B, H, k] in q's dtype), unordered; see ``native_topk`` for padding.
+    """
+    _shapes(q, keys)
+    return native_topk(torch.matmul(keys, q[..., None])[..., 0], n_valid, k)
 
 
 def triton_relevancy_topk(
@@ -205,6 +231,11 @@ def _relevancy_kernel(
 # ---------------------------------------------------------------------------------------------------------
 # Benchmark cases.
 
+NATIVE_REL_TOL = 2**-6
+"""Score tolerance of the cases' check, relative to a row's largest score: the native scores are rounded
+once to bf16 (unit roundoff 2^-8), so a tie swap at the k-th score stays within 2 roundings (2^-7); 2x
+margin. CPU emulation of the native path on the cases' inputs: at most 0.0035 (sorted selections)."""
+
 
 def _case(b: int, h: int, n: int, k: int, d: int, targets: dict[str, float], note: str) -> BenchCase:
     def make_inputs(device: torch.device) -> dict[str, Any]:
@@ -220,11 +251,11 @@ def _case(b: int, h: int, n: int, k: int, d: int, targets: dict[str, float], not
         label=f"{note} B={b} H={h} N={n} k={k}",
         make_inputs=make_inputs,
         optimized=triton_relevancy_topk,
-        torch_path=torch_relevancy_topk,
+        torch_path=native_relevancy_topk,
         bytes_moved=rows * n * d * 2 + rows * d * 2 + rows * k * 8,
         flops=2 * rows * n * d,
         targets=targets,
-        check=check_topk,
+        check=partial(check_native, rel_tol=NATIVE_REL_TOL),
     )
 
 
@@ -234,7 +265,7 @@ def bench_cases() -> list[BenchCase]:
     Returns:
         Cases at contexts 8K, 32K, 128K and 1M for batch 1 and a large batch; k = 64 (a 4096-token budget
         over 64-token blocks). Cases reading >= 64 MB target 70% of copy bandwidth; batch 1 over one
-        128K-entry row targets 2x over the torch path.
+        128K-entry row targets 2x over the native torch path.
     """
     cases = []
     for ctx in (8192, 32768, 131072, 1 << 20):

@@ -8,7 +8,8 @@ target selection ratio and turn it into a threshold with :func:`calibrate_thresh
 
 The Triton path takes two launches: each tile computes its logits (written once, 4 B per 256 B key) and
 its count; then each tile places its selected indices after those of earlier tiles and its -1 padding
-after the row's total, so every output slot is written exactly once.
+after the row's total, so every output slot is written exactly once. :func:`native_threshold` is what a
+user writes (``torch.matmul``, compare, a stable sort of the mask), the benchmark's baseline.
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ def calibrate_threshold(scores: torch.Tensor, ratio: float) -> float:
 
 def _lists_from_mask(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     counts = mask.sum(-1, dtype=torch.int32)
-    # A stable sort of "not selected" puts the selected columns first, in ascending order.
+    # A stable sort of "not selected" puts the selected columns first, in ascending order. Unlike
+    # torch.nonzero (whose output size needs a host sync) it runs inside a CUDA graph.
     order = torch.sort((~mask).to(torch.uint8), dim=-1, stable=True).indices
     col = torch.arange(mask.shape[-1], device=mask.device)
     return torch.where(col < counts[..., None], order, -1).to(torch.int32), counts
@@ -121,6 +123,34 @@ def torch_threshold(
     b, h, n, _ = _shapes(q, keys)
     nv = rows_n_valid(n_valid, (b, h), n, keys.device).view(b, h, 1)
     mask = (torch.arange(n, device=keys.device) < nv) & (threshold_logits(q, keys) >= threshold)
+    return _lists_from_mask(mask)
+
+
+def native_threshold(
+    q: torch.Tensor, keys: torch.Tensor, n_valid: int | torch.Tensor, threshold: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Framework-native path, what a user writes: ``torch.matmul``, scale, compare, stable sort of the mask.
+
+    Logits come out in the inputs' dtype as ``torch.matmul`` returns them (bf16 in the workloads), and the
+    comparison with a Python float runs in that dtype too (the threshold rounds to bf16), so blocks within
+    about 2^-7 (relative) of the threshold may fall either side of it, unlike the fp32 paths. Blocks past
+    ``n_valid`` leave the mask (an int that covers the rows needs nothing). The lists come from a stable
+    sort of the mask, which runs inside a CUDA graph; ``torch.nonzero`` would need a host sync.
+
+    Args:
+        q: [B, H, D] queries.
+        keys: [B, H, N_cap, D] keys, same dtype.
+        n_valid: Valid blocks per row: an int, or an int tensor [B] or [B, H].
+        threshold: Logit threshold.
+
+    Returns:
+        (blocks int32 [B, H, N_cap] ascending, -1 padded; counts int32 [B, H]).
+    """
+    b, h, n, d = _shapes(q, keys)
+    mask = torch.matmul(keys, q[..., None])[..., 0] * (1.0 / math.sqrt(d)) >= threshold
+    if not (isinstance(n_valid, int) and n_valid >= n):
+        nv = rows_n_valid(n_valid, (b, h), n, keys.device).view(b, h, 1)
+        mask &= torch.arange(n, device=keys.device) < nv
     return _lists_from_mask(mask)
 
 
@@ -263,30 +293,57 @@ def _case(b: int, ctx: int, targets: dict[str, float]) -> BenchCase:
         label=f"B={b} L={ctx} blocks={n} ratio={SELECT_RATIO}",
         make_inputs=make_inputs,
         optimized=triton_threshold,
-        torch_path=torch_threshold,
+        torch_path=native_threshold,
         bytes_moved=rows * n * d * 2 + rows * d * 2 + rows * n * 4 + rows * 4,
         flops=2 * rows * n * d,
         targets=targets,
-        check=_check_lists,
+        check=check_lists,
     )
 
 
-def _check_lists(a: tuple[torch.Tensor, torch.Tensor], b: tuple[torch.Tensor, torch.Tensor]) -> None:
-    # Logits summed in different orders may straddle the threshold by an ulp: allow a few selections per
-    # million blocks to differ, nothing else.
+NATIVE_FLIP_FRACTION = 0.005
+"""Fraction of blocks (plus 2) whose selection :func:`check_lists` lets differ between the paths. The native
+path rounds logit and threshold to bf16, moving blocks within ~2^-7 (relative) of the threshold across it:
+at the cases' 10% selection of N(0, 1) logits about 0.1% of the blocks (density 0.18 at 1.28, times a
+mean rounding shift of ~0.006; a CPU emulation of the native path on the cases' inputs flipped 0.06-0.10%);
+5x margin. fp32 paths alone differ in a few blocks per million at most."""
+
+
+def check_lists(
+    a: tuple[torch.Tensor, torch.Tensor],
+    b: tuple[torch.Tensor, torch.Tensor],
+    max_flip_fraction: float = NATIVE_FLIP_FRACTION,
+) -> None:
+    """Asserts two threshold selections are well-formed and select the same blocks up to boundary flips.
+
+    Symmetric. Each must list its selected blocks in ascending order, then -1, with counts matching the
+    lists; at most 2 + ``max_flip_fraction`` of all block slots may be selected by one result only
+    (blocks whose logit rounds to the other side of the threshold).
+
+    Args:
+        a: (blocks int [B, H, N_cap], counts int [B, H]) of one path.
+        b: The same for the other path.
+        max_flip_fraction: Allowed fraction of differing selections.
+
+    Raises:
+        AssertionError: On a malformed list or too many differing selections.
+    """
     (ba, ca), (bb, cb) = ((t.cpu() for t in pair) for pair in (a, b))
     assert ba.shape == bb.shape and ca.shape == cb.shape, "shapes differ"
     n = ba.shape[-1]
 
     def selected(blocks: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-        rows = blocks.reshape(-1, n).long()
+        rows, c = blocks.reshape(-1, n).long(), counts.reshape(-1, 1).long()
+        listed = torch.arange(n) < c
+        assert ((rows >= 0) == listed).all(), "lists are not their counts of block ids followed by -1"
+        assert ((rows[:, 1:] > rows[:, :-1]) | ~listed[:, 1:]).all(), "a list is not strictly ascending"
         mask = torch.zeros((rows.shape[0], n + 1), dtype=torch.bool)
-        mask.scatter_(1, torch.where(rows < 0, n, rows), True)
-        assert torch.equal(mask[:, :n].sum(1), counts.reshape(-1).long()), "counts disagree with the lists"
+        mask.scatter_(1, torch.where(listed, rows, n), True)
         return mask[:, :n]
 
     differ = int((selected(ba, ca) ^ selected(bb, cb)).sum())
-    assert differ <= max(2, ba.numel() // 500_000), f"{differ} selections differ"
+    allowed = 2 + int(max_flip_fraction * ba.numel())
+    assert differ <= allowed, f"{differ} selections differ (at most {allowed} allowed)"
 
 
 def bench_cases() -> list[BenchCase]:

@@ -18,7 +18,10 @@ largest packed keys are the answer and no two keys are equal. Two Triton selecti
   candidates' packed keys (unique, so score ties resolve by index) and sorts the k selected keys.
 
 Also here: :func:`resolve_impl` (the ``impl`` argument every kernel family takes), the torch and exact
-reference paths of a plain top-k over materialized scores, and :func:`check_topk` for comparing paths.
+reference paths of a plain top-k over materialized scores, :func:`check_topk` for comparing exact paths,
+and the framework-native selection every ``native_<op>`` ends in (:func:`native_topk`: what a user writes,
+``torch.topk(sorted=False)`` without a tie rule, the baseline of the benchmark's speedups) with
+:func:`check_native`, which compares a native result to an exact one up to ties and score rounding.
 """
 
 from __future__ import annotations
@@ -291,7 +294,9 @@ def topk_packed_torch(packed: torch.Tensor, k: int) -> tuple[torch.Tensor, torch
     return unpack_keys(top)
 
 
-def torch_topk(scores: torch.Tensor, n_valid: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def torch_topk(
+    scores: torch.Tensor, n_valid: int | torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact top-k with framework ops: pack scores and indices into int64, then ``torch.topk``.
 
     A plain fp32 ``torch.topk`` breaks ties arbitrarily, so the exact tie rule needs the packed keys; the
@@ -299,23 +304,91 @@ def torch_topk(scores: torch.Tensor, n_valid: torch.Tensor, k: int) -> tuple[tor
 
     Args:
         scores: fp32 [R, N] scores.
-        n_valid: int32 [R] valid columns per row (clamped to [0, N]).
+        n_valid: Valid columns per row (clamped to [0, N]): an int for every row, or int [R].
         k: Entries per row, >= 1.
 
     Returns:
         (index int32 [R, k], score fp32 [R, k]) sorted by (score desc, index asc), padded with -1 / -inf.
     """
     check_k(k)
-    nv = n_valid.to(scores.device).clamp(0, scores.shape[-1])
+    r, n = scores.shape
+    if isinstance(n_valid, int):
+        nv = rows_n_valid(n_valid, (r,), n, scores.device)
+    else:
+        nv = n_valid.to(scores.device).clamp(0, n)
     return topk_packed_torch(pack_keys(scores, nv), k)
 
 
-def triton_topk(scores: torch.Tensor, n_valid: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def drop_invalid(scores: torch.Tensor, n_valid: int | torch.Tensor) -> torch.Tensor:
+    """Scores without the entries past each row's valid count, as a user removes them before ``torch.topk``.
+
+    Args:
+        scores: Float [..., N] scores.
+        n_valid: An int (keeps the first n_valid columns: a view, no work) or an integer tensor shaped like
+            a prefix of the leading dimensions (masks the entries past each row's count with -inf).
+
+    Returns:
+        [..., min(n_valid, N)] view, or [..., N] masked scores.
+
+    Raises:
+        UsageError: ``n_valid`` is a tensor whose shape is not a prefix of the leading dimensions.
+    """
+    lead, n = tuple(scores.shape[:-1]), scores.shape[-1]
+    if isinstance(n_valid, int):
+        return scores[..., : min(max(n_valid, 0), n)]
+    nv = torch.as_tensor(n_valid, device=scores.device)
+    if nv.dtype.is_floating_point or tuple(nv.shape) != lead[: nv.dim()]:
+        raise UsageError(
+            f"n_valid must be an int or an integer tensor shaped like a prefix of {lead}, "
+            f"got {nv.dtype} {tuple(nv.shape)}"
+        )
+    nv = nv.reshape(tuple(nv.shape) + (1,) * (len(lead) + 1 - nv.dim()))
+    return scores.masked_fill(torch.arange(n, device=scores.device) >= nv, float("-inf"))
+
+
+def native_topk(
+    scores: torch.Tensor, n_valid: int | torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Framework-native selection, what a user writes: drop invalid entries, ``torch.topk(sorted=False)``.
+
+    Invalid entries go first (:func:`drop_invalid`: an int ``n_valid`` slices the rows, nothing to do when
+    it covers them; a tensor masks the entries past each row's count with -inf). No tie rule: among equal
+    scores ``torch.topk`` picks any, and the k entries come in no particular order. Scores keep their
+    dtype (bf16 scores select in bf16).
+
+    Args:
+        scores: Float [..., N] scores.
+        n_valid: Valid entries per row: an int, or an integer tensor shaped like a prefix of the leading
+            dimensions (e.g. [B] for [B, H, N] scores), broadcast over the rest.
+        k: Entries per row, >= 1.
+
+    Returns:
+        (index int64 [..., k], score [..., k] in the scores' dtype), unordered. Slots past a row's valid
+        entries hold score -inf, with index -1 past the kept columns (k > N, or k > an int ``n_valid``)
+        and any index where a tensor ``n_valid`` masked the entry.
+
+    Raises:
+        UsageError: ``k`` < 1, or ``n_valid`` is a tensor whose shape is not a prefix of the leading ones.
+    """
+    check_k(k)
+    lead = tuple(scores.shape[:-1])
+    scores = drop_invalid(scores, n_valid)
+    take = min(k, scores.shape[-1])
+    value, index = torch.topk(scores, take, dim=-1, sorted=False)
+    if take < k:
+        value = torch.cat([value, value.new_full((*lead, k - take), float("-inf"))], dim=-1)
+        index = torch.cat([index, index.new_full((*lead, k - take), -1)], dim=-1)
+    return index, value
+
+
+def triton_topk(
+    scores: torch.Tensor, n_valid: int | torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact top-k of materialized scores with the Triton tile path (small k) or radix path (large k).
 
     Args:
         scores: fp32 [R, N] scores; the last dimension must be contiguous.
-        n_valid: int32 [R] valid columns per row (clamped to [0, N]).
+        n_valid: Valid columns per row (clamped to [0, N]): an int for every row, or int32 [R].
         k: Entries per row, 1 <= k <= :data:`MAX_K`.
 
     Returns:
@@ -327,7 +400,10 @@ def triton_topk(scores: torch.Tensor, n_valid: torch.Tensor, k: int) -> tuple[to
     if scores.stride(-1) != 1:
         scores = scores.contiguous()
     r, n = scores.shape
-    nv = n_valid.to(device=scores.device, dtype=torch.int32).contiguous()
+    if isinstance(n_valid, int):
+        nv = rows_n_valid(n_valid, (r,), n, scores.device)
+    else:
+        nv = n_valid.to(device=scores.device, dtype=torch.int32).contiguous()
     kp = key_slots(k)
     if use_radix(k):
         ws = new_radix_workspace(r, scores.device)
@@ -399,6 +475,70 @@ def check_topk(
             for idx in idx_set:
                 v = float(src_v[row][src_i[row] == idx][0])
                 assert abs(v - kth) <= tol, f"row {row}: index {idx} (score {v}) is not a near-tie of {kth}"
+
+
+def check_native(
+    a: tuple[torch.Tensor, torch.Tensor], b: tuple[torch.Tensor, torch.Tensor], rel_tol: float = 0.0
+) -> None:
+    """Asserts two top-k results select the same entries up to ties and score rounding, in any order.
+
+    Symmetric, so either argument may be the exact tie-rule result or a native one (:func:`native_topk`:
+    unordered, any tie broken anyhow, scores perhaps bf16). A slot counts when its index is >= 0 and its
+    score is not -inf. With ``tol`` = ``rel_tol`` times the row's largest finite |score|, each row must have:
+
+    1. the same number of counted slots, and no index twice;
+    2. the same selected scores: sorted, they agree element by element within ``tol`` (so the k-th score
+       and the multiset of selected scores agree);
+    3. the same indices, except where scores tie: an index that only one result selects must score within
+       ``tol`` of that result's k-th (smallest selected) score. Where scores are distinct by more than
+       ``tol`` the index sets are therefore equal.
+
+    If both paths are correct top-k selections of scores that differ from one another by at most e per
+    entry (rounding), sorted selections differ by at most e and an index selected by one only lies within
+    2 e of the k-th score, so ``rel_tol`` should bound 2 e relative to the largest score.
+
+    Args:
+        a: (index [..., k], score [..., k]) of one path; any integer and float dtypes.
+        b: The same for the other path.
+        rel_tol: Score tolerance relative to the row's largest finite |score| (0: scores must be equal).
+
+    Raises:
+        AssertionError: On a mismatch, naming the first offending row.
+    """
+    ia, va = (t.detach().cpu() for t in a)
+    ib, vb = (t.detach().cpu() for t in b)
+    assert ia.shape == ib.shape == va.shape == vb.shape, (
+        f"shapes differ: {tuple(ia.shape)}, {tuple(va.shape)} vs {tuple(ib.shape)}, {tuple(vb.shape)}"
+    )
+    k = ia.shape[-1]
+    ia, ib = ia.reshape(-1, k).long(), ib.reshape(-1, k).long()
+    va, vb = va.reshape(-1, k).double(), vb.reshape(-1, k).double()
+    used_a, used_b = (ia >= 0) & ~va.isneginf(), (ib >= 0) & ~vb.isneginf()
+    assert not (va.isnan() & used_a).any() and not (vb.isnan() & used_b).any(), "a selected score is NaN"
+    counts = used_a.sum(1)
+    bad = (counts != used_b.sum(1)).nonzero()
+    assert len(bad) == 0, f"row {int(bad[0])}: {int(counts[bad[0]])} vs {int(used_b[bad[0]].sum())} selected"
+    sa = va.masked_fill(~used_a, -torch.inf).sort(1, descending=True).values
+    sb = vb.masked_fill(~used_b, -torch.inf).sort(1, descending=True).values
+    finite = torch.cat([sa, sb], 1).abs().masked_fill(~torch.cat([sa, sb], 1).isfinite(), 0.0)
+    tol = rel_tol * finite.amax(1, keepdim=True)
+    close = (sa == sb) | ((sa - sb).abs() <= tol)
+    bad = (~close).any(1).nonzero()
+    assert len(bad) == 0, f"row {int(bad[0])}: selected scores differ beyond {float(tol[bad[0]])}"
+    for row in range(ia.shape[0]):
+        c = int(counts[row])
+        if c == 0:
+            continue
+        sel_a, sel_b = set(ia[row][used_a[row]].tolist()), set(ib[row][used_b[row]].tolist())
+        assert len(sel_a) == len(sel_b) == c, f"row {row}: an index is selected twice"
+        for only, idx, val, kth in ((sel_a - sel_b, ia, va, sa), (sel_b - sel_a, ib, vb, sb)):
+            for i in only:
+                v = float(val[row][idx[row] == i][0])
+                edge = float(kth[row, c - 1])
+                assert abs(v - edge) <= float(tol[row]) or v == edge, (
+                    f"row {row}: index {i} (score {v}) is selected by one path only and is no tie of the "
+                    f"k-th score {edge}"
+                )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -710,18 +850,19 @@ def _scores_case(rows: int, n: int, k: int, targets: dict[str, float]) -> BenchC
         g = torch.Generator(device=device)
         g.manual_seed(rows * 1_000_003 + n + k)
         scores = torch.randn((rows, n), generator=g, device=device)
-        return {"scores": scores, "n_valid": torch.full((rows,), n, dtype=torch.int32, device=device), "k": k}
+        # Full rows as an int: the native path then has nothing to mask, as a user's would not.
+        return {"scores": scores, "n_valid": n, "k": k}
 
     return BenchCase(
         kernel="topk",
         label=f"R={rows} N={n} k={k}",
         make_inputs=make_inputs,
         optimized=triton_topk,
-        torch_path=torch_topk,
+        torch_path=native_topk,
         bytes_moved=rows * n * 4 + rows * k * 8,
         flops=0,
         targets=targets,
-        check=check_topk,
+        check=check_native,  # both select from the same fp32 scores: equal up to exact ties
     )
 
 

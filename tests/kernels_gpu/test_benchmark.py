@@ -59,7 +59,8 @@ def test_cpu_quick_run_times_a_sparse_decode_case_end_to_end() -> None:
     assert datetime.fromisoformat(report.timestamp).tzinfo is not None
 
     table = report.to_markdown()
-    assert "| kernel | size | optimized µs | torch µs | GB/s | % copy BW |" in table
+    assert "| kernel | size | optimized µs | native µs | GB/s | % copy BW |" in table
+    assert f"- {bm.NATIVE_NOTE}" in table and report.notes[0] == bm.NATIVE_NOTE
     assert f"| block_sparse_decode | {tiny.label} |" in table
     assert "Copy bandwidth:" in table and "functional check" in table
     data = json.loads(report.to_json())
@@ -98,7 +99,7 @@ def test_targets_report_whether_and_by_how_much_they_miss() -> None:
     assert not unknown.met and unknown.achieved is None and "unknown" in unknown.describe()
     row.targets = checks
     line = bm._markdown_row(row)
-    assert "≥ 60% copy BW; ≥ 2× torch" in line and "no (-25%); yes; no" in line
+    assert "≥ 60% copy BW; ≥ 2× native" in line and "no (-25%); yes; no" in line
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 
@@ -11,21 +13,6 @@ from kernels_gpu import topk as tk
 from kernels_gpu.registry import BenchCase
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-POISON = -(2**31) + 7
-
-
-@pytest.fixture
-def poison(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Makes torch.empty return sentinel-filled tensors, so an output slot no kernel wrote is visible."""
-    real = torch.empty
-
-    def empty(*args: object, **kwargs: object) -> torch.Tensor:
-        t = real(*args, **kwargs)
-        if t.dtype != torch.bool:
-            t.fill_(float("nan") if t.is_floating_point() else POISON)
-        return t
-
-    monkeypatch.setattr(torch, "empty", empty)
 
 
 def make_index(seed: int, vocab: int, n_docs: int, dyadic: bool) -> tuple[torch.Tensor, ...]:
@@ -85,6 +72,20 @@ def test_length_normalization_matches_within_rounding() -> None:
         tk.check_topk(ref, tuple(out), 1e-5)
 
 
+@pytest.mark.parametrize(("b", "k"), [(3, 6), (2, 1), (1, 500)])  # k = 500 > N: padding
+def test_native_selects_the_reference_set(same_selection: Callable[..., None], b: int, k: int) -> None:
+    # Random idf and lengths. Documents can still tie (same terms, tf and length), so the inputs are
+    # checked to separate the k-th and (k+1)-th scores by far more than fp32 rounding: the set is unique.
+    index = make_index(k, 25, 400, dyadic=False)
+    q = queries(k + 1, b, 6, 25)
+    if k < 400:
+        edge = bm25.reference_bm25(q, *index, k + 1)[1]
+        assert (edge[:, k - 1] - edge[:, k] > 1e-4 * edge[:, 0]).all(), "no gap at the selection boundary"
+    idx, val = bm25.native_bm25(*(t.to(DEVICE) for t in (q, *index)), k)
+    assert idx.shape == (b, k) and val.dtype == torch.float32
+    same_selection(bm25.reference_bm25(q, *index, k), (idx, val), rel_tol=1e-6)
+
+
 def test_scores_follow_the_formula() -> None:
     # One term in doc 1 (tf 2, length 10) and doc 0 (tf 1, length 30); average length 20.
     indptr = torch.tensor([0, 2])
@@ -93,7 +94,7 @@ def test_scores_follow_the_formula() -> None:
     doc_len = torch.tensor([30, 10], dtype=torch.int32)
     idf = torch.tensor([1.5])
     want = [1.5 * 2 * 2.2 / (2 + 1.2 * (0.25 + 0.75 * 0.5)), 1.5 * 1 * 2.2 / (1 + 1.2 * (0.25 + 0.75 * 1.5))]
-    for fn in (bm25.reference_bm25, bm25.torch_bm25, bm25.triton_bm25):
+    for fn in (bm25.reference_bm25, bm25.torch_bm25, bm25.native_bm25, bm25.triton_bm25):
         idx, val = fn(torch.tensor([[0, -1]]), indptr, doc_ids, tf, doc_len, idf, 2, avg_doc_len=20.0)
         assert idx.tolist() == [[1, 0]], fn.__name__
         assert torch.allclose(val, torch.tensor([want]), rtol=1e-6), fn.__name__
@@ -108,7 +109,16 @@ def test_shape_errors_are_usage_errors() -> None:
 def test_bench_cases_are_well_formed() -> None:
     cases = bm25.bench_cases()
     assert len({c.label for c in cases}) == len(cases) == 4
+    assert all(c.torch_path is bm25.native_bm25 for c in cases)
     assert all(c.bytes_moved > c.flops > 0 and not c.targets for c in cases)
+
+
+def test_bench_check_accepts_the_native_path_on_case_inputs() -> None:
+    # The smallest case's own random inputs on the CPU; the exact torch path stands in for Triton's.
+    case = bm25.bench_cases()[0]
+    inputs = case.make_inputs(torch.device("cpu"))
+    assert case.check is not None
+    case.check(bm25.torch_bm25(**inputs), case.torch_path(**inputs))
 
 
 @pytest.mark.gpu

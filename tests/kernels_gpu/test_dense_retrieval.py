@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 
@@ -11,21 +13,6 @@ from kernels_gpu import topk as tk
 from kernels_gpu.registry import BenchCase
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-POISON = -(2**31) + 7
-
-
-@pytest.fixture
-def poison(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Makes torch.empty return sentinel-filled tensors, so an output slot no kernel wrote is visible."""
-    real = torch.empty
-
-    def empty(*args: object, **kwargs: object) -> torch.Tensor:
-        t = real(*args, **kwargs)
-        if t.dtype != torch.bool:
-            t.fill_(float("nan") if t.is_floating_point() else POISON)
-        return t
-
-    monkeypatch.setattr(torch, "empty", empty)
 
 
 def int_inputs(seed: int, b: int, n: int, d: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -33,6 +20,35 @@ def int_inputs(seed: int, b: int, n: int, d: int, dtype: torch.dtype) -> tuple[t
     q = torch.randint(-4, 5, (b, d), generator=gen).to(dtype)
     corpus = torch.randint(-4, 5, (n, d), generator=gen).to(dtype)
     return q, corpus
+
+
+def distinct_inputs(
+    seed: int, b: int, n: int, d: int, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Small integers; query i reads corpus dim i with weight 1 (and no other query does), and that dim is
+    set so each query's scores are distinct integers in [-n, n]. Every value stays within 256, exact in
+    fp16 and bf16, so even the native path's 16-bit scores are exact and each top-k set is unique."""
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.randint(-1, 2, (b, d), generator=gen).float()
+    q[:, :b] = torch.eye(b)
+    corpus = torch.randint(-3, 4, (n, d), generator=gen).float()
+    target = torch.stack([torch.randperm(2 * n + 1, generator=gen)[:n] - n for _ in range(b)])  # [b, n]
+    corpus[:, :b] = (target - q[:, b:] @ corpus[:, b:].T).T
+    assert corpus.abs().max() <= 256
+    return q.to(dtype), corpus.to(dtype)
+
+
+@pytest.mark.parametrize(
+    ("b", "n", "k", "dtype"),
+    [(3, 100, 10, torch.float16), (2, 80, 1, torch.bfloat16), (1, 30, 40, torch.float16)],  # k > N: padding
+)
+def test_native_selects_the_reference_set(
+    same_selection: Callable[..., None], b: int, n: int, k: int, dtype: torch.dtype
+) -> None:
+    q, corpus = distinct_inputs(n + k, b, n, 24, dtype)
+    idx, val = dr.native_dense_retrieval(q.to(DEVICE), corpus.to(DEVICE), k)
+    assert idx.shape == (b, k) and val.dtype == dtype
+    same_selection(dr.reference_dense_retrieval(q, corpus, k), (idx, val))
 
 
 @pytest.mark.parametrize(
@@ -74,6 +90,7 @@ def test_argument_errors_are_usage_errors() -> None:
 def test_bench_cases_are_well_formed() -> None:
     cases = dr.bench_cases()
     assert len({c.label for c in cases}) == len(cases) == 4
+    assert all(c.torch_path is dr.native_dense_retrieval for c in cases)
     assert all(c.targets == {"bw_fraction": 0.70} and c.bytes_moved >= 64 << 20 for c in cases)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 
@@ -10,21 +12,6 @@ from kernels_gpu import page_topk as pt
 from kernels_gpu import topk as tk
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-POISON = -(2**31) + 7
-
-
-@pytest.fixture
-def poison(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Makes torch.empty return sentinel-filled tensors, so an output slot no kernel wrote is visible."""
-    real = torch.empty
-
-    def empty(*args: object, **kwargs: object) -> torch.Tensor:
-        t = real(*args, **kwargs)
-        if t.dtype != torch.bool:
-            t.fill_(float("nan") if t.is_floating_point() else POISON)
-        return t
-
-    monkeypatch.setattr(torch, "empty", empty)
 
 
 def int_inputs(seed: int, b: int, h: int, g: int, p: int, d: int) -> tuple[torch.Tensor, ...]:
@@ -33,6 +20,24 @@ def int_inputs(seed: int, b: int, h: int, g: int, p: int, d: int) -> tuple[torch
     q = torch.randint(-4, 5, (b, h, g, d), generator=gen).to(torch.bfloat16)
     x = torch.randint(-4, 5, (2, b, h, p, d), generator=gen).to(torch.bfloat16)
     return q, x.amin(0), x.amax(0)
+
+
+def distinct_inputs(seed: int, b: int, h: int, g: int, p: int, d: int) -> tuple[torch.Tensor, ...]:
+    """Small integers; page dim 0 (kmin = kmax, every query 1 there) is set so each row's page bounds are
+    distinct integers in [-p, p], and so are the units' maxima. Every product, per-query sum and bound stays
+    within 256 in magnitude, so even the native path's bf16 arithmetic is exact."""
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.randint(-2, 3, (b, h, g, d), generator=gen).float()
+    q[..., 0] = 1
+    x = torch.randint(-3, 4, (2, b, h, p, d), generator=gen).float()
+    kmin, kmax = x.amin(0), x.amax(0)
+    qe = q[:, :, :, None, 1:]
+    rest = torch.maximum(qe * kmin[:, :, None, :, 1:], qe * kmax[:, :, None, :, 1:]).sum(-1).amax(2)
+    target = torch.stack([torch.randperm(2 * p + 1, generator=gen)[:p] - p for _ in range(b * h)]).view(
+        b, h, p
+    )
+    kmin[..., 0] = kmax[..., 0] = target - rest
+    return tuple(t.to(torch.bfloat16) for t in (q, kmin, kmax))
 
 
 def check_all_paths(inputs: tuple[torch.Tensor, ...], n_pages: object, k: int, sub: int) -> None:
@@ -58,6 +63,35 @@ def test_paths_agree_exactly(
 ) -> None:
     nv = torch.tensor(n_pages) if isinstance(n_pages, list) else n_pages
     check_all_paths(int_inputs(p + k + sub, b, h, g, p, d), nv, k, sub)
+
+
+@pytest.mark.parametrize(
+    ("b", "h", "g", "p", "d", "k", "sub", "n_pages"),
+    [
+        (2, 2, 4, 90, 12, 8, 1, [[90, 41], [3, 0]]),  # Quest-like, per-row counts, an empty row, k > valid
+        (1, 2, 3, 87, 8, 6, 4, 85),  # LServe-like: the last unit partly valid and partly past the capacity
+        (2, 1, 2, 40, 8, 5, 3, [40, 13]),  # units over per-batch page counts
+        (1, 1, 1, 30, 8, 40, 1, 30),  # k > P: padding
+    ],
+)
+def test_native_selects_the_reference_set(
+    same_selection: Callable[..., None],
+    b: int,
+    h: int,
+    g: int,
+    p: int,
+    d: int,
+    k: int,
+    sub: int,
+    n_pages: int | list[int],
+) -> None:
+    inputs = distinct_inputs(p * sub + k, b, h, g, p, d)
+    nv = torch.tensor(n_pages) if isinstance(n_pages, list) else n_pages
+    ref = pt.reference_page_topk(*inputs, nv, k, sub)
+    nv_dev = nv.to(DEVICE) if isinstance(nv, torch.Tensor) else nv
+    idx, val = pt.native_page_topk(*(t.to(DEVICE) for t in inputs), nv_dev, k, sub)
+    assert idx.shape == (b, h, k) and val.dtype == torch.bfloat16
+    same_selection(ref, (idx, val))
 
 
 def test_radix_variant_agrees(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -96,9 +130,18 @@ def test_argument_errors_are_usage_errors() -> None:
 def test_bench_cases_cover_quest_and_lserve() -> None:
     cases = pt.bench_cases()
     assert len({c.label for c in cases}) == len(cases)
+    assert all(c.torch_path is pt.native_page_topk for c in cases)
     assert {c.label.split()[0] for c in cases} == {"quest", "lserve"}
     for c in cases:
         assert (c.targets.get("bw_fraction") == 0.70) == (c.bytes_moved >= 64 << 20)
+
+
+def test_bench_check_accepts_the_native_path_on_case_inputs() -> None:
+    # The smallest case's own random inputs on the CPU; the exact torch path stands in for Triton's.
+    case = pt.bench_cases()[0]
+    inputs = case.make_inputs(torch.device("cpu"))
+    assert case.check is not None
+    case.check(pt.torch_page_topk(**inputs), case.torch_path(**inputs))
 
 
 @pytest.mark.gpu
@@ -110,3 +153,13 @@ def test_gpu_realistic_sizes(b: int, p: int, k: int, sub: int) -> None:
     for fn in (pt.torch_page_topk, pt.triton_page_topk):
         idx, val = fn(*(t.cuda() for t in inputs), nv.cuda(), k, sub)
         assert torch.equal(idx.cpu(), expected[0]) and torch.equal(val.cpu(), expected[1]), fn.__name__
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(
+    "label", ["quest B=1 L=131072 pages=8192 sub=1 k=256", "lserve B=16 L=131072 pages=8192 sub=4 k=64"]
+)
+def test_gpu_bench_case_check_passes(label: str) -> None:
+    (case,) = [c for c in pt.bench_cases() if c.label == label]
+    inputs = case.make_inputs(torch.device("cuda"))
+    case.check(case.optimized(**inputs), case.torch_path(**inputs))

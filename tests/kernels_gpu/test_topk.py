@@ -1,29 +1,18 @@
-"""Exact top-k machinery: packed keys, the tie rule on all three paths, tile and radix selection, dispatch."""
+"""Exact top-k machinery: packed keys, the tie rule on all three paths, tile and radix selection, dispatch;
+the native selection and its comparison."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import pytest
 import torch
 
 from bench.errors import DeviceUnavailableError, UsageError
 from kernels_gpu import topk as tk
+from kernels_gpu.registry import BenchCase
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-POISON = -(2**31) + 7  # never a valid index; an unwritten int slot shows up as this
-
-
-@pytest.fixture
-def poison(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Makes torch.empty return sentinel-filled tensors, so an output slot no kernel wrote is visible."""
-    real = torch.empty
-
-    def empty(*args: object, **kwargs: object) -> torch.Tensor:
-        t = real(*args, **kwargs)
-        if t.dtype != torch.bool:
-            t.fill_(float("nan") if t.is_floating_point() else POISON)
-        return t
-
-    monkeypatch.setattr(torch, "empty", empty)
 
 
 def assert_same(a: tuple[torch.Tensor, torch.Tensor], b: tuple[torch.Tensor, torch.Tensor]) -> None:
@@ -124,6 +113,13 @@ def test_topk_dispatch_on_cpu_uses_torch(monkeypatch: pytest.MonkeyPatch) -> Non
     assert_same(tk.topk(scores, 50, 4), tk.reference_topk(scores, torch.full((2,), 50), 4))
 
 
+def test_an_int_n_valid_counts_for_every_row() -> None:
+    scores = tie_scores(8, 2, 70)
+    expected = tk.reference_topk(scores, torch.full((2,), 41), 6)
+    for fn in (tk.torch_topk, tk.triton_topk):
+        assert_same(expected, fn(scores.to(DEVICE), 41, 6))
+
+
 def test_resolve_impl_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     cpu = torch.zeros(1)
     with pytest.raises(UsageError, match="impl='fast'"):
@@ -160,12 +156,81 @@ def test_check_topk_allows_near_ties_only() -> None:
         tk.check_topk((idx, val), far)
 
 
+@pytest.mark.parametrize(
+    ("n_valid", "k"),
+    [
+        ([[60, 13, 0], [1, 60, 45]], 7),  # per-row counts as a [B, H] tensor, an empty row, k > n_valid
+        ([60, 31], 60),  # a [B] tensor broadcast over heads
+        (50, 9),  # an int: slicing, not masking
+        (60, 64),  # k > N: padded with -1 / -inf
+    ],
+)
+def test_native_selects_the_reference_set(
+    same_selection: Callable[..., None], n_valid: int | list[list[int]], k: int
+) -> None:
+    gen = torch.Generator().manual_seed(k)
+    # Distinct scores: every top-k set is unique. bf16 holds these multiples of 1/4 exactly.
+    scores = (torch.stack([torch.randperm(181, generator=gen)[:60] for _ in range(6)]) - 90.0) / 4
+    scores = scores.view(2, 3, 60)
+    nv = torch.tensor(n_valid) if isinstance(n_valid, list) else n_valid
+    nv_rows = tk.rows_n_valid(nv, (2, 3), 60, torch.device("cpu"))
+    ref = tk.reference_topk(scores.view(6, 60), nv_rows, k)
+    for dtype in (torch.float32, torch.bfloat16):
+        idx, val = tk.native_topk(
+            scores.to(DEVICE, dtype), nv.to(DEVICE) if isinstance(nv, torch.Tensor) else nv, k
+        )
+        assert idx.shape == val.shape == (2, 3, k) and idx.dtype == torch.int64 and val.dtype == dtype
+        same_selection(ref, (idx.view(6, k), val.view(6, k)))
+
+
+def test_native_topk_rejects_a_bad_n_valid() -> None:
+    with pytest.raises(UsageError, match="prefix"):
+        tk.native_topk(torch.zeros(2, 3, 5), torch.tensor([1, 2, 3]), 2)
+    with pytest.raises(UsageError, match="positive"):
+        tk.native_topk(torch.zeros(2, 5), 5, 0)
+
+
+def test_check_native_allows_order_ties_and_rounding_only() -> None:
+    exact = (torch.tensor([[4, 2, 9, -1]], dtype=torch.int32), torch.tensor([[5.0, 3.0, 1.0, float("-inf")]]))
+    # Unordered, a tie at the k-th score broken the other way, bf16-rounded, masked padding with any index.
+    native = (torch.tensor([[7, 4, 2, 3]]), torch.tensor([[1.0, 5.0, 3.0, float("-inf")]]).bfloat16())
+    tk.check_native(exact, native)
+    tk.check_native(native, exact)  # symmetric
+    rounded = (native[0], torch.tensor([[1.002, 5.01, 3.0, float("-inf")]]))
+    tk.check_native(exact, rounded, rel_tol=0.003)
+    with pytest.raises(AssertionError, match="differ beyond"):
+        tk.check_native(exact, rounded, rel_tol=0.001)
+    wrong = (torch.tensor([[4, 8, 9, -1]]), torch.tensor([[5.0, 2.0, 1.0, float("-inf")]]))
+    with pytest.raises(AssertionError, match="differ beyond"):
+        tk.check_native(exact, wrong, rel_tol=0.1)
+    # Scores equal within the tolerance but a selected index far above the k-th score differs.
+    swapped = (torch.tensor([[4, 8, 9, -1]]), exact[1])
+    with pytest.raises(AssertionError, match=r"index [28] \(score .*no tie"):
+        tk.check_native(exact, swapped, rel_tol=0.1)
+    fewer = (torch.tensor([[4, 2, -1, -1]]), torch.tensor([[5.0, 3.0, float("-inf"), float("-inf")]]))
+    with pytest.raises(AssertionError, match="3 vs 2 selected"):
+        tk.check_native(exact, fewer)
+    twice = (torch.tensor([[4, 4, 9, -1]]), torch.tensor([[5.0, 3.0, 1.0, float("-inf")]]))
+    with pytest.raises(AssertionError, match="twice"):
+        tk.check_native(exact, twice, rel_tol=1.0)
+
+
 def test_bench_cases_are_well_formed() -> None:
     cases = tk.bench_cases()
     assert len({c.label for c in cases}) == len(cases)
-    assert all(c.bytes_moved > 0 and c.check is tk.check_topk for c in cases)
+    assert all(
+        c.bytes_moved > 0 and c.torch_path is tk.native_topk and c.check is tk.check_native for c in cases
+    )
     big = [c for c in cases if c.bytes_moved >= 64 << 20]
     assert big and all(c.targets.get("bw_fraction") == 0.70 for c in big)
+
+
+def test_bench_check_accepts_the_native_path_on_case_inputs() -> None:
+    # The smallest case's own random inputs on the CPU; the exact torch path stands in for Triton's.
+    case = tk.bench_cases()[0]
+    inputs = case.make_inputs(torch.device("cpu"))
+    assert case.check is not None
+    case.check(tk.torch_topk(**inputs), case.torch_path(**inputs))
 
 
 @pytest.mark.gpu
@@ -182,3 +247,11 @@ def test_gpu_realistic_sizes(rows: int, n: int, k: int) -> None:
     assert_same(expected, tk.triton_topk(scores, nv, k))
     if rows * n <= 1 << 24:
         assert_same(tk.reference_topk(scores.cpu(), nv.cpu(), k), expected)
+    tk.check_native(expected, tk.native_topk(scores, nv, k))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", tk.bench_cases(), ids=lambda c: c.label)
+def test_gpu_bench_case_check_passes(case: BenchCase) -> None:
+    inputs = case.make_inputs(torch.device("cuda"))
+    case.check(case.optimized(**inputs), case.torch_path(**inputs))
