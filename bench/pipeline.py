@@ -141,11 +141,15 @@ class Placement:
         return frozenset(s for s, d in self.steps.items() if d != gpu)
 
     def offloaded_sections(self, gpu: str = "gpu") -> frozenset[str]:
-        """Timeline sections whose work runs off the GPU (relevancy and retrieval together count as fused)."""
+        """Timeline sections whose work runs off the GPU.
+
+        Relevancy and retrieval offloaded together run as one fused kernel, timed as the ``FUSED`` section;
+        sections named ``relevancy`` or ``retrieval`` then hold GPU work around it (a reranker, say).
+        """
         steps = self.offloaded(gpu)
         names = {s.value for s in steps}
         if {Step.RELEVANCY, Step.RETRIEVAL} <= steps:
-            names.add(FUSED)
+            names = (names - {Step.RELEVANCY.value, Step.RETRIEVAL.value}) | {FUSED}
         return frozenset(names)
 
     def to_dict(self) -> dict[str, Any]:
