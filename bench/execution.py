@@ -155,6 +155,13 @@ class CaseRun:
         else:
             self.iteration(name)
 
+    def use_baseline(self, name: str) -> None:
+        """Run placement ``name`` as the all-GPU baseline does (the planner kept its steps on the GPU)."""
+        base = self.backends["baseline"]
+        steps = dict.fromkeys(base.placement.steps, "gpu")
+        placement = Placement(name, steps, base.placement.kernels, auto=True)
+        self.backends[name] = Backend(placement, base.run, None, base.plan, base.eager_reason)
+
     def fpga_per_iteration(self, name: str) -> OffloadStats | None:
         """Modeled FPGA work of one iteration of placement ``name`` (None without an FPGA)."""
         fpga = self.backends[name].fpga

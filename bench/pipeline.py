@@ -126,11 +126,14 @@ class Placement:
         name: Placement name as the suite declares it (``baseline``, ``hetero``, ...).
         steps: Device name per step; every step is present.
         kernels: ``optimized`` (fused Triton kernels where they exist) or ``torch`` (framework-native ops).
+        auto: The planner decides per case whether the offloadable steps go to the FPGA (``steps``) or stay
+            on the GPU (the ``baseline`` placement), from the measured GPU profile and the FPGA model.
     """
 
     name: str
     steps: Mapping[Step, str]
     kernels: str = "optimized"
+    auto: bool = False
 
     def device_of(self, step: Step) -> str:
         """The device name this placement runs ``step`` on."""
@@ -154,4 +157,4 @@ class Placement:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form for records and run.json."""
-        return {"steps": {s.value: d for s, d in self.steps.items()}, "kernels": self.kernels}
+        return {"steps": {s.value: d for s, d in self.steps.items()}, "kernels": self.kernels, "auto": self.auto}

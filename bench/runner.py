@@ -211,7 +211,8 @@ class CaseRunner:
                 self._skip(emit, base, placements, f"out of memory while setting up: {str(exc).splitlines()[0]}",
                            need, free)
                 return
-            for name in placements:
+            # Planned ("auto") placements warm up last: the planner reads the baseline's profile of this case.
+            for name in sorted(placements, key=lambda n: exp.placements[n].auto):
                 emit({**base, "kind": WARMUP, "placement": name, "trial": None, **self._warmup(cr, name)})
             idle_before = measure.idle_window(self.meters, s.measure.idle_s, self.device)
             emit({**base, "kind": IDLE, "placement": None, "trial": None, "phase": "before",
@@ -322,6 +323,9 @@ class CaseRunner:
         out["cold_s"] = self._timed(lambda: cr.iteration(name))
         out["warmup_s"] = [self._timed(lambda: cr.iteration(name)) for _ in range(m.warmup)]
         cr.capture(name, m.cuda_graphs)
+        if backend.placement.auto:
+            out["planner"] = self._plan(cr, name).to_dict()
+            backend = cr.backends[name]
         out["graphed"] = backend.plan is not None
         out["graph_segments"] = backend.plan.segments if backend.plan is not None else 0
         out["eager_reason"] = backend.eager_reason
@@ -332,6 +336,21 @@ class CaseRunner:
             out["eager_vs_graphed"] = {"eager_ms_per_token": eager * 1e3, "graphed_ms_per_token": graphed * 1e3,
                                        "iterations": n, "provenance": "measured"}
         return out
+
+    def _plan(self, cr: CaseRun, name: str) -> Any:
+        """Decide an ``auto`` placement for this case; fall back to the baseline's backend if the GPU wins."""
+        from bench.planner import decide
+
+        backend = cr.backends[name]
+        stats = cr.fpga_per_iteration(name)
+        if "baseline" not in cr.backends or stats is None:
+            raise BenchError(f"placement '{name}' is auto: its case needs the 'baseline' placement and an FPGA")
+        sections, _ = measure.profile(cr, "baseline", max(1, self.suite.measure.profile_iterations))
+        decision = decide(sections, backend.placement.offloaded_sections(), stats.modeled_s / cr.steps_per_iteration)
+        if not decision.offload:
+            cr.use_baseline(name)
+        self.reporter.note(f"{cr.case.id} {name}: {decision.reason}")
+        return decision
 
     def _trial(self, cr: CaseRun, name: str, idle_before: dict[str, Any]) -> dict[str, Any]:
         """One trial: a measured window of whole iterations, then a per-section profile pass."""
@@ -370,6 +389,7 @@ class CaseRunner:
             "window_s": w.seconds,
             "e2e_s": e2e,
             "graphed": backend.plan is not None,
+            "placement_map": backend.placement.to_dict(),
             "steps_per_iteration": cr.steps_per_iteration,
             "tokens_per_iteration": cr.tokens_per_iteration,
             "latency_unit": unit,

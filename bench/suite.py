@@ -413,6 +413,7 @@ def _check_torch_device(device: str, loc: Located) -> None:
 def _placements(loc: Located | None, kinds: dict[str, str], method: str, path: str) -> dict[str, Placement]:
     cls = get_method(method)
     configs: list[tuple[str, PlacementConfig, Located | None]] = []
+    auto_names: set[str] = set()
     if loc is None:
         configs = [(n, c, None) for n, c in DEFAULT_PLACEMENTS.items()
                    if not (n == "hetero" and ("fpga" not in kinds or not cls.offloadable))]
@@ -422,11 +423,22 @@ def _placements(loc: Located | None, kinds: dict[str, str], method: str, path: s
                        for n, c, _ in configs]
     else:
         for name, vloc in mapping_items(loc, path):
+            if isinstance(vloc.node, yaml.ScalarNode) and scalar(vloc, f"{path}.{name}") == "auto":
+                fpga = next((d for d, k in kinds.items() if k == "fpga"), None)
+                if not cls.offloadable or fpga is None:
+                    raise vloc.error(f"{path}.{name}", "'auto' chooses between the GPU and an FPGA: it needs a "
+                                                       "method with offloadable steps and an FPGA device")
+                cfg = PlacementConfig(**{s.value: fpga for s in cls.offloadable})
+                configs.append((name, cfg, vloc))
+                auto_names.add(name)
+                continue
             configs.append((name, _placement_config(name, vloc, path), vloc))
+        if auto_names and "baseline" not in [n for n, _, _ in configs]:
+            raise loc.error(path, "an 'auto' placement compares against the 'baseline' placement: declare one")
     out = {}
     for name, cfg, vloc in configs:
         steps = {s: getattr(cfg, s.value) for s in STEPS}
-        placement = Placement(name, steps, cfg.kernels)
+        placement = Placement(name, steps, cfg.kernels, auto=name in auto_names)
         if vloc is not None:  # the default placements are valid by construction
             for s, dev in steps.items():
                 if dev not in kinds:
@@ -450,7 +462,7 @@ def _placement_config(name: str, loc: Located, path: str) -> PlacementConfig:
         if isinstance(value, str) and value in DEFAULT_PLACEMENTS:
             return DEFAULT_PLACEMENTS[value]
         raise loc.error(f"{path}.{name}", f"expected a mapping of steps to devices (or one of "
-                                              f"{', '.join(DEFAULT_PLACEMENTS)}), got {value!r}")
+                                              f"{', '.join(DEFAULT_PLACEMENTS)}, or auto), got {value!r}")
     return build(PlacementConfig, loc, f"{path}.{name}")
 
 
