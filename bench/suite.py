@@ -121,12 +121,14 @@ class PlacementConfig:
     apply: str = param("gpu", help="device running Apply to Inference")
     kernels: Literal["optimized", "torch"] = param(
         "optimized", help="GPU kernels: optimized (fused kernels) or torch (framework-native ops)")
+    offload: str | None = param(None, help="put the method's offloadable steps (the study's split) on this FPGA "
+                                           "device; the per-step keys then stay on the GPU")
 
 
 DEFAULT_PLACEMENTS = {
     "baseline": PlacementConfig(),
     "baseline-torch": PlacementConfig(kernels="torch"),
-    "hetero": PlacementConfig(relevancy="fpga", retrieval="fpga"),
+    "hetero": PlacementConfig(offload="fpga"),
 }
 
 
@@ -411,33 +413,45 @@ def _check_torch_device(device: str, loc: Located) -> None:
 
 
 def _placements(loc: Located | None, kinds: dict[str, str], method: str, path: str) -> dict[str, Placement]:
+    """Resolve an experiment's placements for its method.
+
+    ``{offload: DEVICE}`` puts the method's offloadable steps (the study's split) on ``DEVICE``, so one
+    placement list serves methods that offload different steps; ``auto`` lets the planner decide per case.
+    For a method with nothing to offload (LaCT), both resolve to the GPU alone, as the study keeps it.
+    """
     cls = get_method(method)
+    first_fpga = next((d for d, k in kinds.items() if k == "fpga"), None)
     configs: list[tuple[str, PlacementConfig, Located | None]] = []
     auto_names: set[str] = set()
     if loc is None:
-        configs = [(n, c, None) for n, c in DEFAULT_PLACEMENTS.items()
-                   if not (n == "hetero" and ("fpga" not in kinds or not cls.offloadable))]
-        if cls.offloadable and "fpga" in kinds:
-            steps = {s: ("fpga" if s in cls.offloadable else "gpu") for s in STEPS}
-            configs = [(n, PlacementConfig(**{s.value: d for s, d in steps.items()}) if n == "hetero" else c, None)
-                       for n, c, _ in configs]
+        configs = [(n, PlacementConfig(offload=first_fpga) if n == "hetero" else c, None)
+                   for n, c in DEFAULT_PLACEMENTS.items()
+                   if not (n == "hetero" and (first_fpga is None or not cls.offloadable))]
     else:
         for name, vloc in mapping_items(loc, path):
             if isinstance(vloc.node, yaml.ScalarNode) and scalar(vloc, f"{path}.{name}") == "auto":
-                fpga = next((d for d, k in kinds.items() if k == "fpga"), None)
-                if not cls.offloadable or fpga is None:
-                    raise vloc.error(f"{path}.{name}", "'auto' chooses between the GPU and an FPGA: it needs a "
-                                                       "method with offloadable steps and an FPGA device")
-                cfg = PlacementConfig(**{s.value: fpga for s in cls.offloadable})
-                configs.append((name, cfg, vloc))
-                auto_names.add(name)
+                if first_fpga is None:
+                    raise vloc.error(f"{path}.{name}", "'auto' chooses between the GPU and an FPGA: declare an FPGA "
+                                                       "device")
+                configs.append((name, PlacementConfig(offload=first_fpga), vloc))
+                auto_names.add(name if cls.offloadable else "")
                 continue
             configs.append((name, _placement_config(name, vloc, path), vloc))
-        if auto_names and "baseline" not in [n for n, _, _ in configs]:
+        if auto_names - {""} and "baseline" not in [n for n, _, _ in configs]:
             raise loc.error(path, "an 'auto' placement compares against the 'baseline' placement: declare one")
     out = {}
     for name, cfg, vloc in configs:
-        steps = {s: getattr(cfg, s.value) for s in STEPS}
+        if cfg.offload is not None:
+            if vloc is not None and any(getattr(cfg, s.value) != "gpu" for s in STEPS):
+                raise vloc.error(f"{path}.{name}", "give either 'offload' or a device per step, not both")
+            if cfg.offload not in kinds or kinds[cfg.offload] != "fpga":
+                fpgas = [d for d, k in kinds.items() if k == "fpga"]
+                raise (vloc or loc).error(f"{path}.{name}.offload",  # type: ignore[union-attr]
+                                          f"expected an FPGA device ({', '.join(fpgas) or 'none declared'}), "
+                                          f"got {cfg.offload!r}")
+            steps = {s: (cfg.offload if s in cls.offloadable else "gpu") for s in STEPS}
+        else:
+            steps = {s: getattr(cfg, s.value) for s in STEPS}
         placement = Placement(name, steps, cfg.kernels, auto=name in auto_names)
         if vloc is not None:  # the default placements are valid by construction
             for s, dev in steps.items():
