@@ -122,6 +122,7 @@ def run(
     executor: Annotated[Executor, typer.Option("--executor", help="run here or on a Ray cluster")] = Executor.local,
     address: Annotated[str | None, typer.Option("--address", help="Ray cluster address (default: a local Ray)")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the expanded matrix and a time estimate")] = False,
+    only: Annotated[str | None, typer.Option("--only", help="run only these experiments (comma-separated)")] = None,
 ) -> None:
     """Run a suite: every case on every placement, recording latency, tokens/s and energy per token."""
     from bench.runner import Runner
@@ -129,6 +130,8 @@ def run(
     from bench.suite import load_suite
 
     s = load_suite(suite)
+    if only:
+        s = s.select([n.strip() for n in only.split(",") if n.strip()])
     if dry_run:
         rows = Runner(s, out_dir).plan()
         for r in rows:

@@ -160,6 +160,6 @@ class RayExecutor:
             for r in records:
                 emit(r)
             failed += case_failures
-            for _ in range(len(placements) * suite.measure.trials):
+            for _ in range(len(placements) * suite.experiments[case.experiment].measure.trials):
                 reporter.advance(f"{case.id} done on {records[0]['node']['hostname'] if records else '?'}")
         return failed

@@ -91,9 +91,10 @@ class Runner:
 
     def todo(self, done: set[tuple[str, str, Any]]) -> list[tuple[Case, list[str]]]:
         """Cases with the placements that still miss a trial, in suite order."""
-        trials = range(self.suite.measure.trials)
-        todo = [(c, [p for p in self.suite.experiments[c.experiment].placements
-                     if any((c.id, p, t) not in done for t in trials)]) for c in self.suite.cases()]
+        exps = self.suite.experiments
+        todo = [(c, [p for p in exps[c.experiment].placements
+                     if any((c.id, p, t) not in done for t in range(exps[c.experiment].measure.trials))])
+                for c in self.suite.cases()]
         return [(c, ps) for c, ps in todo if ps]
 
     def plan(self) -> list[dict[str, Any]]:
@@ -103,10 +104,10 @@ class Runner:
         composition check's per-section windows; warm-up, compilation and windows that outlast their minimum
         come on top.
         """
-        m = self.suite.measure
         rows = []
         for case, placements in self.todo(set()):
             exp = self.suite.experiments[case.experiment]
+            m = exp.measure
             seconds = len(placements) * m.trials * m.min_duration_s + 2 * m.idle_s
             if m.composition and "baseline" in placements:
                 seconds += 5 * m.min_duration_s  # about one window per timeline section
@@ -143,7 +144,7 @@ class Runner:
             run = RunDir.create(self.out, s.name, git["commit"], meta)
             done = set()
         todo = self.todo(done)
-        self.reporter.start(sum(len(ps) for _, ps in todo) * s.measure.trials)
+        self.reporter.start(sum(len(ps) * s.experiments[c.experiment].measure.trials for c, ps in todo))
         try:
             self.failed = self.executor.run(s, run.run_id, todo, done, run.append, self.reporter)
         finally:
@@ -191,6 +192,7 @@ class CaseRunner:
         """Measure one case on ``placements`` (skipping trials in ``done``); each record goes to ``emit``."""
         s = self.suite
         exp = s.experiments[case.experiment]
+        m = exp.measure
         base = {"run_id": run_id, "case_id": case.id, "experiment": case.experiment, "method": exp.method,
                 "case": case.values}
         need = self._memory_needed(case)
@@ -205,7 +207,7 @@ class CaseRunner:
         try:
             try:
                 cr = CaseRun(self._model(case.experiment), case, exp.method,
-                             {p: exp.placements[p] for p in placements}, s.measure.decode_tokens, self._fpga,
+                             {p: exp.placements[p] for p in placements}, m.decode_tokens, self._fpga,
                              exp.model.seed)
             except torch.OutOfMemoryError as exc:
                 self._skip(emit, base, placements, f"out of memory while setting up: {str(exc).splitlines()[0]}",
@@ -214,24 +216,24 @@ class CaseRunner:
             # Planned ("auto") placements warm up last: the planner reads the baseline's profile of this case.
             for name in sorted(placements, key=lambda n: exp.placements[n].auto):
                 emit({**base, "kind": WARMUP, "placement": name, "trial": None, **self._warmup(cr, name)})
-            idle_before = measure.idle_window(self.meters, s.measure.idle_s, self.device)
+            idle_before = measure.idle_window(self.meters, m.idle_s, self.device)
             emit({**base, "kind": IDLE, "placement": None, "trial": None, "phase": "before",
                         "idle": {k: dataclasses.asdict(v) for k, v in idle_before.items()}})
             trials: dict[str, list[dict[str, Any]]] = {p: [] for p in placements}
-            for t in range(s.measure.trials):
+            for t in range(m.trials):
                 for name in placements:
                     if (case.id, name, t) in done:
                         continue
-                    self.reporter.advance(f"{case.id} {name} trial {t + 1}/{s.measure.trials}")
-                    if s.measure.cooldown_s:
-                        time.sleep(s.measure.cooldown_s)
+                    self.reporter.advance(f"{case.id} {name} trial {t + 1}/{m.trials}")
+                    if m.cooldown_s:
+                        time.sleep(m.cooldown_s)
                     started = utc_now()
                     rec = self._trial(cr, name, idle_before)
                     rec = {**base, "kind": TRIAL, "placement": name, "trial": t, "started": started,
                            "ended": utc_now(), **rec}
                     emit(rec)
                     trials[name].append(rec)
-            idle_after = measure.idle_window(self.meters, s.measure.idle_s, self.device)
+            idle_after = measure.idle_window(self.meters, m.idle_s, self.device)
             emit({**base, "kind": IDLE, "placement": None, "trial": None, "phase": "after",
                         "idle": {k: dataclasses.asdict(v) for k, v in idle_after.items()}})
             idle = {scope: merge_idle(idle_before[scope], idle_after[scope]) for scope in idle_before}
@@ -239,7 +241,7 @@ class CaseRunner:
                 if trials[name]:
                     emit({**base, "kind": SUMMARY, "placement": name, "trial": None,
                                 **self._summary(cr, name, trials[name], idle)})
-            if s.measure.composition and "baseline" in placements and trials["baseline"]:
+            if m.composition and "baseline" in placements and trials["baseline"]:
                 emit({**base, "kind": COMPOSITION, "placement": "baseline", "trial": None,
                             **self._composition(cr, "baseline", trials["baseline"], idle["gpu"].watts)})
         except BenchError:
@@ -261,7 +263,7 @@ class CaseRunner:
         for name in placements:
             emit({**base, "kind": SKIPPED, "placement": name, "trial": None, "reason": reason,
                         "memory_needed_bytes": need, "memory_free_bytes": free})
-            for _ in range(self.suite.measure.trials):
+            for _ in range(self.suite.experiments[base["experiment"]].measure.trials):
                 self.reporter.advance(f"{base['case_id']} skipped")
 
     # -- set-up -----------------------------------------------------------------------------------------
@@ -287,7 +289,7 @@ class CaseRunner:
         dtype_bytes = DTYPES[exp.model.dtype].itemsize
         need = {
             "weights": 0 if self._model_of == case.experiment else workload.weight_bytes(exp.model),
-            **workload.memory_bytes(case.params, shape, case, self.suite.measure.decode_tokens, dtype_bytes),
+            **workload.memory_bytes(case.params, shape, case, exp.measure.decode_tokens, dtype_bytes),
             # Logits and allocator slack.
             "workspace": case.batch * shape.vocab * 4 + (256 << 20),
         }
@@ -302,6 +304,10 @@ class CaseRunner:
 
     # -- measurement ------------------------------------------------------------------------------------
 
+    def _m(self, cr: CaseRun) -> Any:
+        """The measurement settings of a case's experiment."""
+        return self.suite.experiments[cr.case.experiment].measure
+
     def _timed(self, fn: Any) -> float:
         synchronize(self.device)
         t0 = time.perf_counter()
@@ -311,7 +317,7 @@ class CaseRunner:
 
     def _warmup(self, cr: CaseRun, name: str) -> dict[str, Any]:
         """Functional pass, first-call time, warm-up iterations, graph capture, eager vs graphed."""
-        m = self.suite.measure
+        m = self._m(cr)
         backend = cr.backends[name]
         out: dict[str, Any] = {}
         fpga = backend.fpga
@@ -345,7 +351,7 @@ class CaseRunner:
         stats = cr.fpga_per_iteration(name)
         if "baseline" not in cr.backends or stats is None:
             raise BenchError(f"placement '{name}' is auto: its case needs the 'baseline' placement and an FPGA")
-        sections, _ = measure.profile(cr, "baseline", max(1, self.suite.measure.profile_iterations))
+        sections, _ = measure.profile(cr, "baseline", max(1, self._m(cr).profile_iterations))
         decision = decide(sections, backend.placement.offloaded_sections(), stats.modeled_s / cr.steps_per_iteration)
         if not decision.offload:
             cr.use_baseline(name)
@@ -354,7 +360,7 @@ class CaseRunner:
 
     def _trial(self, cr: CaseRun, name: str, idle_before: dict[str, Any]) -> dict[str, Any]:
         """One trial: a measured window of whole iterations, then a per-section profile pass."""
-        m = self.suite.measure
+        m = self._m(cr)
         backend = cr.backends[name]
         fpga = backend.fpga
         meters = dict(self.meters)
@@ -494,7 +500,7 @@ class CaseRunner:
         window; isolating a section adds launch gaps between its small graphs, so the idle energy of that
         added time (measured idle power x the extra seconds) is taken off.
         """
-        m = self.suite.measure
+        m = self._m(cr)
         per_step = [t["iterations"] * cr.steps_per_iteration for t in trials]
         direct_s = _mean([t["e2e_s"] / n for t, n in zip(trials, per_step, strict=True)])
         direct_j = _mean([None if t["energy"]["gpu"]["joules"] is None else t["energy"]["gpu"]["joules"] / n

@@ -164,6 +164,7 @@ class Experiment:
     params: Any
     matrix: dict[str, list[Any]]
     placements: dict[str, Placement]
+    measure: MeasureConfig
 
     def cases(self, prefix: bool) -> list[Case]:
         """The matrix expanded in declaration order (the last key varies fastest)."""
@@ -186,6 +187,7 @@ class Experiment:
             "method": {"name": self.method, **dataclasses.asdict(self.params)},
             "matrix": self.matrix,
             "placements": {n: p.to_dict() for n, p in self.placements.items()},
+            "measure": dataclasses.asdict(self.measure),
         }
 
 
@@ -201,10 +203,27 @@ class Suite:
     measure: MeasureConfig
     path: Path
     text: str = field(repr=False, default="")
+    #: Experiments chosen with ``bench run --only`` (None: all).
+    selected: list[str] | None = None
+    #: Whether case ids carry the experiment name (fixed by the full suite, so a selection keeps its ids).
+    prefix: bool | None = None
+
+    def select(self, names: list[str]) -> Suite:
+        """The same suite with only the named experiments (case ids keep their prefixes)."""
+        import difflib
+
+        for n in names:
+            if n not in self.experiments:
+                close = difflib.get_close_matches(n, self.experiments, n=1)
+                hint = f"did you mean '{close[0]}'? " if close else ""
+                raise UsageError(f"{self.path}: no experiment '{n}'; {hint}it has: {', '.join(self.experiments)}")
+        kept = {n: e for n, e in self.experiments.items() if n in names}
+        return dataclasses.replace(self, experiments=kept, selected=sorted(kept),
+                                   prefix=len(self.experiments) > 1)
 
     def cases(self) -> list[Case]:
         """Every experiment's cases, experiments in declaration order."""
-        prefix = len(self.experiments) > 1
+        prefix = self.prefix if self.prefix is not None else len(self.experiments) > 1
         return [c for e in self.experiments.values() for c in e.cases(prefix)]
 
     @property
@@ -230,11 +249,12 @@ class Suite:
             "devices": {"gpu": dataclasses.asdict(self.gpu),
                         **{n: dataclasses.asdict(f) for n, f in self.fpgas.items()}},
             "measure": dataclasses.asdict(self.measure),
+            "selected_experiments": self.selected,
         }
 
 
 TOP_LEVEL = ("name", "description", "model", "method", "matrix", "placements", "devices", "measure", "experiments")
-EXPERIMENT_KEYS = ("model", "method", "matrix", "placements")
+EXPERIMENT_KEYS = ("model", "method", "matrix", "placements", "measure")
 
 
 def load_suite(path: str | Path) -> Suite:
@@ -284,7 +304,7 @@ def parse_suite(text: str, file: str) -> Suite:
                 if key not in EXPERIMENT_KEYS:
                     raise unknown_key(loc, f"experiments.{ename}", key, EXPERIMENT_KEYS)
             experiments[ename] = _experiment(ename, parts, items.get("placements"), kinds, eloc,
-                                             f"experiments.{ename}.")
+                                             f"experiments.{ename}.", measure)
         if not experiments:
             raise items["experiments"].error("experiments", "expected at least one experiment")
     else:
@@ -292,12 +312,13 @@ def parse_suite(text: str, file: str) -> Suite:
             if key not in items:
                 raise root.error(key, "missing required field (or give 'experiments')")
         method_name = _method_name(items["method"])
-        experiments[method_name] = _experiment(method_name, items, items.get("placements"), kinds, root, "")
+        experiments[method_name] = _experiment(method_name, {k: v for k, v in items.items() if k != "measure"},
+                                               items.get("placements"), kinds, root, "", measure)
     return Suite(name, description, experiments, gpu, fpgas, measure, Path(file), text)
 
 
 def _experiment(name: str, parts: dict[str, Located], default_placements: Located | None, kinds: dict[str, str],
-                where: Located, path: str) -> Experiment:
+                where: Located, path: str, measure: MeasureConfig) -> Experiment:
     for key in ("model", "method", "matrix"):
         if key not in parts:
             raise where.error(f"{path}{key}", "missing required field")
@@ -306,7 +327,11 @@ def _experiment(name: str, parts: dict[str, Located], default_placements: Locate
     placements = _placements(parts.get("placements", default_placements), kinds, method,
                              f"{path}placements" if "placements" in parts else "placements")
     matrix = _matrix(parts["matrix"], params, f"{path}matrix")
-    return Experiment(name, model, method, params, matrix, placements)
+    if "measure" in parts:  # the experiment's own settings override the suite's, key by key
+        own = build(MeasureConfig, parts["measure"], f"{path}measure")
+        keys = [k for k, _ in mapping_items(parts["measure"], f"{path}measure")]
+        measure = dataclasses.replace(measure, **{k: getattr(own, k) for k in keys})
+    return Experiment(name, model, method, params, matrix, placements, measure)
 
 
 def _model(loc: Located, path: str, presets: dict[str, Any]) -> ModelConfig:
