@@ -40,7 +40,7 @@ def test_valid_suite_expands_its_matrix():
     assert s.to_dict()["experiments"]["seer-attention-r"]["model_shape"]["hidden"] == 256
 
 
-@pytest.mark.parametrize("path", sorted(Path("suites").glob("*.yaml")))
+@pytest.mark.parametrize("path", sorted(Path("suites").glob("**/*.yaml")))
 def test_shipped_suites_are_valid(path):
     assert load_suite(path).cases()
 
