@@ -203,7 +203,11 @@ class CaseRun:
         capture = _Capture(self._pool, fpga, backend.placement.offloaded_sections(), profile)
         with torch.cuda.stream(side):
             capture.begin()
-            self.iteration(name, capture)
+            try:
+                self.iteration(name, capture)
+            except BaseException:
+                capture.abort()
+                raise
             capture.finish()
         torch.cuda.current_stream(self.device).wait_stream(side)
         plan = capture.plan
@@ -248,6 +252,15 @@ class _Capture(Timeline):
         """Start capturing a graph segment on the current stream."""
         self._graph = torch.cuda.CUDAGraph()
         self._graph.capture_begin(pool=self.pool)
+
+    def abort(self) -> None:
+        """End a capture that failed, so the stream leaves capture mode (the graph is discarded)."""
+        if self._graph is not None:
+            with contextlib.suppress(RuntimeError):
+                self._graph.capture_end()
+            self._graph = None
+        if self.fpga is not None:
+            self.fpga.deferred = None
 
     def finish(self) -> None:
         """End the current graph segment."""

@@ -24,7 +24,7 @@ from bench import measure
 from bench.devices import gpu as gpu_dev
 from bench.devices.fpga import FpgaDevice, resolve_spec
 from bench.energy import ACCEL, ScopeEnergy, gpu_energy, per_token_figures, total
-from bench.errors import BenchError
+from bench.errors import BenchError, UsageError
 from bench.execution import CaseRun
 from bench.meters import EnergyMeter, describe_meters, detect_meters, merge_idle, net_energy
 from bench.methods import get_method
@@ -244,9 +244,9 @@ class CaseRunner:
             if m.composition and "baseline" in placements and trials["baseline"]:
                 emit({**base, "kind": COMPOSITION, "placement": "baseline", "trial": None,
                             **self._composition(cr, "baseline", trials["baseline"], idle["gpu"].watts)})
-        except BenchError:
+        except UsageError:
             raise
-        except Exception as exc:  # a failed case is recorded and the sweep goes on
+        except Exception as exc:  # a failed case is recorded and the sweep goes on (a missing package too)
             self.failed += 1
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             self.reporter.note(f"{case.id}: failed: {first}")
