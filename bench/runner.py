@@ -147,8 +147,11 @@ class Runner:
         self.reporter.start(sum(len(ps) * s.experiments[c.experiment].measure.trials for c, ps in todo))
         try:
             self.failed = self.executor.run(s, run.run_id, todo, done, run.append, self.reporter)
-        finally:
-            run.update_meta(ended=utc_now(), status="complete" if not self.failed else "complete-with-failures")
+        except BaseException as exc:
+            run.update_meta(ended=utc_now(), status="aborted", abort_reason=str(exc).splitlines()[0] if str(exc)
+                            else type(exc).__name__)
+            raise
+        run.update_meta(ended=utc_now(), status="complete" if not self.failed else "complete-with-failures")
         return run
 
 
