@@ -304,7 +304,7 @@ def step_breakdown(runs: list[RunData], ctx: dict[str, Any]) -> _Built:
                     ax.text(xi, bottom, share, ha="center", va="bottom", fontsize=6)
             ax.set_xticks(range(len(rows)))
             ax.set_xticklabels([compact_count(r["context"]) for r in rows])
-            ax.set_title(f"{places[ci]}" + (f" [{run.label}]" if run.label else ""))
+            ax.set_title(f"{places[ci]}" + (f"\n{run.label}" if run.label else ""), fontsize=6)
             ax.margins(y=0.12)
             ax.grid(axis="x", visible=False)
             if ci == 0:
@@ -435,7 +435,7 @@ def energy_breakdown(runs: list[RunData], ctx: dict[str, Any]) -> _Built:
         ax.set_xticks(range(len(rows)))
         ax.set_xticklabels([f"{r['placement']}\n{_case_label(r)}" for r in rows], rotation=90)
         ax.set_ylabel("J/token")
-        ax.set_title(f"{exp}" + (f" [{run.label}]" if run.label else ""))
+        ax.set_title(f"{exp}" + (f"\n{run.label}" if run.label else ""), fontsize=6)
         ax.grid(axis="x", visible=False)
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
     caption = ("Gross J per output token = net + idle part, by scope: the GPU's from its meter, the FPGA's "
