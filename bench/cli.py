@@ -180,7 +180,9 @@ def validate(suite: Annotated[Path, typer.Argument(help="suite YAML file to chec
 def compare(
     baseline: Annotated[str, typer.Argument(help="reference placement, e.g. baseline")],
     other: Annotated[str, typer.Argument(help="compared placement, e.g. hetero")],
-    run_dir: Annotated[str | None, typer.Option("--run", help="run directory or id (default: the latest run)")] = None,
+    run_dirs: Annotated[list[str] | None, typer.Option(
+        "--run", help="run directory or id (default: the latest run); give two to compare BASELINE of the first "
+                      "with OTHER of the second (e.g. one suite on two GPUs)")] = None,
     results: Annotated[Path, typer.Option("--results", help="results root to search")] = RESULTS,
     markdown: Annotated[bool, typer.Option("--markdown", help="print a Markdown table")] = False,
     scope: Annotated[Scope, typer.Option("--scope", help="energy scope to compare")] = Scope.accel_total,
@@ -190,16 +192,31 @@ def compare(
         "--check-composition", help="also show per-step measurements composed vs the direct run")] = False,
 ) -> None:
     """Print speedup and energy reduction of OTHER over BASELINE per case, with 95% intervals."""
+    from bench.compare import across_runs
     from bench.compare import compare as do_compare
     from bench.report import tables
     from bench.store import resolve_run
 
-    r = resolve_run(run_dir, results)
+    if run_dirs and len(run_dirs) > 2:
+        raise BenchError("give at most two runs (--run A --run B)")
+    runs = [resolve_run(d, results) for d in run_dirs] if run_dirs else [resolve_run(None, results)]
+    r = runs[0]
     meta = r.meta()
     records = r.records()
-    rows = do_compare(records, baseline, other, scope=scope.value, allow_mixed_boundaries=allow_mixed)
-    device = (meta.get("gpu") or {}).get("name", "?")
-    title = f"{meta.get('suite_name')} run {r.run_id} on {device}: {other} vs {baseline} (energy: {scope.value})"
+    if len(runs) == 2:
+        meta_b = runs[1].meta()
+        rows, warnings = across_runs({**meta, "run_id": r.run_id}, records, {**meta_b, "run_id": runs[1].run_id},
+                                     runs[1].records(), baseline, other, scope=scope.value,
+                                     allow_mixed_boundaries=allow_mixed)
+        for w in warnings:
+            _say(err, f"warning: {w}")
+        baseline, other = f"{baseline} [{r.run_id}]", f"{other} [{runs[1].run_id}]"
+        device = f"{(meta.get('gpu') or {}).get('name', '?')} vs {(meta_b.get('gpu') or {}).get('name', '?')}"
+        title = f"{meta.get('suite_name')} across runs on {device}: {other} vs {baseline} (energy: {scope.value})"
+    else:
+        rows = do_compare(records, baseline, other, scope=scope.value, allow_mixed_boundaries=allow_mixed)
+        device = (meta.get("gpu") or {}).get("name", "?")
+        title = f"{meta.get('suite_name')} run {r.run_id} on {device}: {other} vs {baseline} (energy: {scope.value})"
     if markdown:
         _say(out, tables.comparison_markdown(rows, baseline, other, title))
     else:

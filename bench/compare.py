@@ -115,7 +115,7 @@ def placement_result(placement: str, trials: list[dict[str, Any]], scope: str = 
 
 
 def compare(records: list[dict[str, Any]], baseline: str, other: str, seed: int = 0, scope: str = ACCEL,
-            allow_mixed_boundaries: bool = False) -> list[CaseComparison]:
+            allow_mixed_boundaries: bool = False, paired: bool = True) -> list[CaseComparison]:
     """Compare placement ``other`` with ``baseline`` on every case of a run's records.
 
     Args:
@@ -125,6 +125,8 @@ def compare(records: list[dict[str, Any]], baseline: str, other: str, seed: int 
         seed: Seed of the bootstrap.
         scope: Energy scope compared (``accel_total``, ``gpu``, ``fpga`` or ``cpu``).
         allow_mixed_boundaries: Compare even when the two sides' energy boundaries differ.
+        paired: Pair trial i of each side in the bootstrap (placements interleaved in one run); False for
+            sides from different runs.
 
     Raises:
         UsageError: If either placement does not appear in the records, or the energy boundaries differ
@@ -158,8 +160,8 @@ def compare(records: list[dict[str, Any]], baseline: str, other: str, seed: int 
         _check_boundaries(case_id, trials[baseline] + trials[other], scope, allow_mixed_boundaries)
         a = placement_result(baseline, trials[baseline], scope)
         b = placement_result(other, trials[other], scope)
-        speedup = bootstrap_ratio(a.latency_samples, b.latency_samples, paired=True, seed=seed)
-        energy = (bootstrap_ratio(a.energy_samples, b.energy_samples, paired=True, seed=seed)
+        speedup = bootstrap_ratio(a.latency_samples, b.latency_samples, paired=paired, seed=seed)
+        energy = (bootstrap_ratio(a.energy_samples, b.energy_samples, paired=paired, seed=seed)
                   if a.energy_samples and b.energy_samples else None)
         out.append(CaseComparison(case_id, values, a, b, speedup, energy, notes.get(case_id),
                                   validity.get((case_id, baseline)), validity.get((case_id, other))))
@@ -179,3 +181,35 @@ def _check_boundaries(case_id: str, trials: list[dict[str, Any]], scope: str, al
     if len(kinds) > 1 and not allow:
         raise UsageError(f"{case_id}: the energy figures cover different boundaries ({', '.join(sorted(kinds))}); "
                          "compare one boundary (--scope) or pass --allow-mixed-boundaries")
+
+
+#: What must match between two runs for their figures to compare like with like (run.json paths).
+MACHINE_KEYS = (("gpu", "name"), ("gpu", "memory_bytes"), ("software", "torch"), ("software", "triton"),
+                ("software", "bench"), ("software", "cuda_runtime"), ("host", "cpu"))
+
+
+def across_runs(meta_a: dict[str, Any], records_a: list[dict[str, Any]], meta_b: dict[str, Any],
+                records_b: list[dict[str, Any]], baseline: str, other: str, **kwargs: Any
+                ) -> tuple[list[CaseComparison], list[str]]:
+    """Compare placement ``baseline`` of run A with placement ``other`` of run B, case by case.
+
+    Cases match by id; trials are not paired (the runs did not interleave them). Returns the comparison and
+    warnings for every way the runs differ that could pose as a speedup: machine, versions, energy method.
+    """
+    tag_a, tag_b = f"{baseline} [{meta_a.get('run_id')}]", f"{other} [{meta_b.get('run_id')}]"
+    relabeled = [{**r, "placement": tag_a} for r in records_a if r.get("placement") == baseline]
+    relabeled += [{**r, "placement": tag_b} for r in records_b if r.get("placement") == other]
+    relabeled += [r for r in records_a + records_b if r.get("kind") == "failed"]
+    for name, recs, meta in ((baseline, records_a, meta_a), (other, records_b, meta_b)):
+        if not any(r.get("placement") == name for r in recs):
+            raise UsageError(f"placement '{name}' is not in run {meta.get('run_id')}")
+    warnings = []
+    for section, key in MACHINE_KEYS:
+        va, vb = (meta_a.get(section) or {}).get(key), (meta_b.get(section) or {}).get(key)
+        if va != vb:
+            warnings.append(f"{section}.{key} differs: {va!r} vs {vb!r}")
+    ea = {k: v.get("method") for k, v in (meta_a.get("energy_meters") or {}).items()}
+    eb = {k: v.get("method") for k, v in (meta_b.get("energy_meters") or {}).items()}
+    if ea != eb:
+        warnings.append(f"energy meters differ: {ea} vs {eb}")
+    return compare(relabeled, tag_a, tag_b, paired=False, **kwargs), warnings
