@@ -96,6 +96,13 @@ class MemoryMethod(ABC, Generic[MemoryT, IndexT, QueryT, ScoresT, SelectionT]):
     name: ClassVar[str]
     #: Steps the study's hetero placement runs on the FPGA (paper Fig. 6), fused into one kernel.
     offloadable: ClassVar[frozenset[Step]] = frozenset()
+    #: GPU kernel flavour: ``optimized`` (fused kernels where they exist) or ``torch`` (framework-native ops).
+    kernels: str = "optimized"
+
+    @property
+    def impl(self) -> str:
+        """The ``impl`` of ``kernels_gpu`` calls: ``torch``, or ``auto`` (Triton on CUDA, torch elsewhere)."""
+        return "torch" if self.kernels == "torch" else "auto"
 
     @abstractmethod
     def prepare(self, memory: MemoryT, query: QueryT) -> IndexT:

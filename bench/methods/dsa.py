@@ -154,10 +154,6 @@ class DeepSeekSparseAttention(
         self.kernels = kernels
         self.state = state if state is not None else _IndexState()
 
-    @property
-    def impl(self) -> str:
-        """``kernels_gpu`` implementation: torch, or auto (Triton on CUDA, torch elsewhere)."""
-        return "torch" if self.kernels == "torch" else "auto"
 
     def with_kernels(self, kernels: str) -> DeepSeekSparseAttention:
         """The same method and state with another GPU kernel flavour."""

@@ -242,10 +242,6 @@ class HmtMethod(MemoryMethod[MemoryBank, RecallIndex, SegmentQuery, RecallScores
         positions = torch.arange(params.query_tokens + 2, device=model.device)
         self._query_rope = model.rope.cos_sin(positions)  # precomputed: no host->device copy per segment
 
-    @property
-    def impl(self) -> str:
-        """``kernels_gpu`` implementation: torch, or auto (Triton on CUDA, torch elsewhere)."""
-        return "torch" if self.kernels == "torch" else "auto"
 
     def prepare(self, memory: MemoryBank, query: SegmentQuery) -> RecallIndex:
         """Add the pending embedding and its key to the bank; summarize the segment into the recall query."""

@@ -348,10 +348,6 @@ class Quest(SparseAttentionMethod):
         self.kernels = kernels
         self.state = state if state is not None else _QuestState(params.page_size)
 
-    @property
-    def impl(self) -> str:
-        """Kernel implementation for ``kernels_gpu`` calls: torch, or auto (Triton on CUDA, torch elsewhere)."""
-        return "torch" if self.kernels == "torch" else "auto"
 
     def with_kernels(self, kernels: str) -> Quest:
         """The same method and state with another GPU kernel flavour."""

@@ -391,10 +391,6 @@ class TwoStageRag(MemoryMethod[PassageCorpus, QueryIndex, QueryText, Scores, Sel
     def __init__(self, params: TwoStageRagParams, state: _CaseState, kernels: str = "optimized") -> None:
         self.params, self.state, self.kernels = params, state, kernels
 
-    @property
-    def impl(self) -> str:
-        """Kernel implementation for ``kernels_gpu`` calls."""
-        return "torch" if self.kernels == "torch" else "auto"
 
     def with_kernels(self, kernels: str) -> TwoStageRag:
         """The same method and state with another GPU kernel flavour."""
