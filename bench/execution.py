@@ -301,9 +301,6 @@ class _Capture(Timeline):
         """Captures are not timed; see :meth:`ReplayPlan.section_seconds`."""
         return {}
 
-    def reset(self) -> None:
-        """Nothing to forget."""
-
 
 class _SectionCapture(Timeline):
     """A timeline that captures every section in a CUDA graph of its own and replays it once."""
@@ -327,7 +324,3 @@ class _SectionCapture(Timeline):
     def totals(self) -> dict[str, float]:
         """Captures are not timed."""
         return {}
-
-    def reset(self) -> None:
-        """Drop the captured graphs."""
-        self.graphs.clear()

@@ -43,14 +43,3 @@ def value(rec: dict[str, Any], metric: str) -> float | None:
     fig = rec.get("metrics", {}).get(metric)
     return None if fig is None else fig.get("value")
 
-
-def provenance(rec: dict[str, Any], metric: str) -> str | None:
-    """The provenance label of ``metrics[metric]`` in a record, or None."""
-    fig = rec.get("metrics", {}).get(metric)
-    return None if fig is None else fig.get("provenance")
-
-
-def reason(rec: dict[str, Any], metric: str) -> str | None:
-    """Why ``metrics[metric]`` has no value, if it has none."""
-    fig = rec.get("metrics", {}).get(metric)
-    return None if fig is None else fig.get("reason")

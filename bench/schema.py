@@ -218,12 +218,3 @@ def _describe(value: Any) -> str:
 def _help(f: Field[Any]) -> str:
     return str(f.metadata.get("help", f.name))
 
-
-def field_docs(cls: type) -> list[tuple[str, Any, str, str | None]]:
-    """(name, default, help, source) for each field of a configuration dataclass, for documentation."""
-    out = []
-    for f in dataclasses.fields(cls):
-        default = f.default if f.default is not MISSING else (
-            f.default_factory() if f.default_factory is not MISSING else None)
-        out.append((f.name, default, _help(f), f.metadata.get("source")))
-    return out

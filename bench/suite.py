@@ -235,10 +235,6 @@ class Suite:
                 out.setdefault(n, p)
         return out
 
-    def device_kinds(self) -> dict[str, str]:
-        """Device kind (``gpu`` or ``fpga``) by device name."""
-        return {"gpu": "gpu", **dict.fromkeys(self.fpgas, "fpga")}
-
     def to_dict(self) -> dict[str, Any]:
         """The full resolved suite, JSON-ready (recorded in run.json)."""
         return {

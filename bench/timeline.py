@@ -31,11 +31,7 @@ class Timeline(ABC):
 
     @abstractmethod
     def totals(self) -> dict[str, float]:
-        """Seconds per section since the last :meth:`reset` (synchronizes the device if needed)."""
-
-    @abstractmethod
-    def reset(self) -> None:
-        """Forget the accumulated sections."""
+        """Seconds per section so far (synchronizes the device if needed)."""
 
 
 class NullTimeline(Timeline):
@@ -50,9 +46,6 @@ class NullTimeline(Timeline):
     def totals(self) -> dict[str, float]:
         """Always empty."""
         return {}
-
-    def reset(self) -> None:
-        """Nothing to forget."""
 
 
 class HostTimeline(Timeline):
@@ -74,25 +67,17 @@ class HostTimeline(Timeline):
         """Seconds per section."""
         return dict(self._acc)
 
-    def reset(self) -> None:
-        """Forget the accumulated sections."""
-        self._acc.clear()
-
 
 class CudaEventTimeline(Timeline):
     """CUDA-event timeline: one event pair per section, read back once in :meth:`totals`."""
 
     def __init__(self) -> None:
         self._pairs: list[tuple[str, torch.cuda.Event, torch.cuda.Event]] = []
-        self._pool: list[torch.cuda.Event] = []
-
-    def _event(self) -> torch.cuda.Event:
-        return self._pool.pop() if self._pool else torch.cuda.Event(enable_timing=True)
 
     @contextlib.contextmanager
     def section(self, name: str) -> Iterator[None]:
         """Record an event before and after the enclosed work on the current stream."""
-        start, end = self._event(), self._event()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
         try:
             yield
@@ -107,12 +92,6 @@ class CudaEventTimeline(Timeline):
         for name, start, end in self._pairs:
             acc[name] += start.elapsed_time(end) / 1e3
         return dict(acc)
-
-    def reset(self) -> None:
-        """Forget the sections and recycle their events."""
-        for _, start, end in self._pairs:
-            self._pool.extend((start, end))
-        self._pairs.clear()
 
 
 def profiling_timeline(device: torch.device) -> Timeline:

@@ -46,9 +46,6 @@ class _Sections(Timeline):
     def totals(self):
         return {}
 
-    def reset(self):
-        self.names.clear()
-
 
 class _TapeFpga:
     """Evaluates each offload with the FPGA reference and keeps the calls."""
