@@ -6,6 +6,9 @@ the CLI prints its message and exits with its ``exit_code``, never a traceback.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 
 class BenchError(Exception):
     """Root of every error ``bench`` reports to a user; ``exit_code`` is what the CLI exits with."""
@@ -32,3 +35,9 @@ class DeviceUnavailableError(BenchError):
     """A device, driver or package the run needs is missing; the message says what to install or set."""
 
     exit_code = 3
+
+
+def did_you_mean(word: str, choices: Iterable[str], cutoff: float = 0.6) -> str:
+    """``"did you mean 'x'? "`` for the closest of ``choices`` to ``word``, or ``""`` when none is close."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=cutoff)
+    return f"did you mean '{close[0]}'? " if close else ""

@@ -9,7 +9,6 @@ did-you-mean), types, bounds and choices. Validation is pure: no I/O, no environ
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import types
 import typing
 from dataclasses import MISSING, Field, dataclass
@@ -17,7 +16,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 
-from bench.errors import SuiteError
+from bench.errors import SuiteError, did_you_mean
 
 T = TypeVar("T")
 
@@ -115,8 +114,7 @@ def sequence_items(loc: Located, path: str) -> list[Located]:
 def unknown_key(loc: Located, path: str, key: str, allowed: typing.Iterable[str]) -> SuiteError:
     """The error for a key that is not allowed, with a did-you-mean and the allowed list."""
     allowed = sorted(allowed)
-    close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
-    hint = f"did you mean '{close[0]}'? " if close else ""
+    hint = did_you_mean(key, allowed)
     return loc.error(_join(path, key), f"unknown key; {hint}expected one of: {', '.join(allowed)}")
 
 
@@ -159,9 +157,9 @@ def convert(tp: Any, loc: Located, path: str, f: Field[Any] | None = None) -> An
         value = scalar(loc, path)
         choices = get_args(tp)
         if value not in choices:
-            close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.6)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise loc.error(path, f"expected one of {', '.join(map(str, choices))}, got {value!r}{hint}")
+            hint = did_you_mean(str(value), map(str, choices)).rstrip()
+            raise loc.error(path, f"expected one of {', '.join(map(str, choices))}, got {value!r}"
+                                  + (f"; {hint}" if hint else ""))
         return value
     if origin is list:
         (item,) = get_args(tp)

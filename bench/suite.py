@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import yaml
 
-from bench.errors import UsageError
+from bench.errors import UsageError, did_you_mean
 from bench.methods import METHODS, get_method
 from bench.model.presets import INLINE_FIELDS, PRESETS, ModelShape
 from bench.pipeline import STEPS, Placement
@@ -210,13 +210,10 @@ class Suite:
 
     def select(self, names: list[str]) -> Suite:
         """The same suite with only the named experiments (case ids keep their prefixes)."""
-        import difflib
-
         for n in names:
             if n not in self.experiments:
-                close = difflib.get_close_matches(n, self.experiments, n=1)
-                hint = f"did you mean '{close[0]}'? " if close else ""
-                raise UsageError(f"{self.path}: no experiment '{n}'; {hint}it has: {', '.join(self.experiments)}")
+                raise UsageError(f"{self.path}: no experiment '{n}'; {did_you_mean(n, self.experiments)}it has: "
+                                 f"{', '.join(self.experiments)}")
         kept = {n: e for n, e in self.experiments.items() if n in names}
         return dataclasses.replace(self, experiments=kept, selected=sorted(kept),
                                    prefix=len(self.experiments) > 1)
@@ -360,11 +357,7 @@ def _model(loc: Located, path: str, presets: dict[str, Any]) -> ModelConfig:
 
 
 def _preset_hint(value: str, presets: dict[str, Any]) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(value, presets, n=1, cutoff=0.5)
-    hint = f"did you mean '{close[0]}'? " if close else ""
-    return f"unknown preset '{value}'; {hint}expected one of: {', '.join(presets)}"
+    return f"unknown preset '{value}'; {did_you_mean(value, presets, 0.5)}expected one of: {', '.join(presets)}"
 
 
 def _method_name(loc: Located) -> str:

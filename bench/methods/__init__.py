@@ -8,12 +8,11 @@ else changes.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import inspect
 import pkgutil
 
-from bench.errors import UsageError
+from bench.errors import UsageError, did_you_mean
 from bench.workload import Workload
 
 
@@ -38,6 +37,5 @@ def get_method(name: str) -> type[Workload]:
     try:
         return METHODS[name]
     except KeyError:
-        close = difflib.get_close_matches(name, METHODS, n=1)
-        hint = f"did you mean '{close[0]}'? " if close else ""
-        raise UsageError(f"unknown method '{name}'; {hint}known: {', '.join(sorted(METHODS))}") from None
+        raise UsageError(f"unknown method '{name}'; {did_you_mean(name, METHODS)}known: "
+                         f"{', '.join(sorted(METHODS))}") from None
