@@ -32,7 +32,7 @@ def host_info() -> dict[str, Any]:
         "machine": platform.machine(),
         "cpu": _cpu_model(),
         "cpu_count": os.cpu_count(),
-        "memory_bytes": _mem_total(),
+        "memory_bytes": _meminfo("MemTotal"),
         "virtualized": _virtualized(),
     }
 
@@ -100,10 +100,11 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def _mem_total() -> int | None:
+def _meminfo(field: str) -> int | None:
+    """A /proc/meminfo field in bytes (Linux), or None if unknown."""
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) * 1024
     except (OSError, ValueError):
         pass
@@ -112,13 +113,7 @@ def _mem_total() -> int | None:
 
 def mem_available() -> int | None:
     """Host memory available to a new allocation, in bytes (Linux MemAvailable), or None if unknown."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        pass
-    return None
+    return _meminfo("MemAvailable")
 
 
 def _virtualized() -> bool | None:
