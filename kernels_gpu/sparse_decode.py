@@ -471,15 +471,19 @@ class GatheredBlocks(NamedTuple):
 
 
 def gather_blocks(
-    k_cache: torch.Tensor, v_cache: torch.Tensor, block_idx: torch.Tensor, block_size: int
+    k_cache: torch.Tensor, v_cache: torch.Tensor, block_idx: torch.Tensor, block_size: int, seq_len: int
 ) -> GatheredBlocks:
-    """Gather whole blocks of K and V by block id (torch indexing; no deduplication or masking).
+    """Gather whole blocks of K and V by block id (torch indexing; no deduplication).
+
+    Rows at or after ``seq_len`` are padding (position -1) and read cache row 0 instead: the cache past its
+    length is uninitialized, and a NaN there would survive a zero softmax weight (0 * NaN = NaN).
 
     Args:
         k_cache: Keys [B, H_kv, L_cap, D].
         v_cache: Values [B, H_kv, L_cap, D].
         block_idx: Block ids [B, H_kv, n], integer; negative ids are padding.
         block_size: Tokens per block.
+        seq_len: Tokens in the cache.
 
     Returns:
         The gathered rows and their positions; see :class:`GatheredBlocks`.
@@ -488,7 +492,7 @@ def gather_blocks(
     ids = block_idx.long()
     pos = ids[..., None] * block_size + torch.arange(block_size, device=ids.device)
     pos = pos.flatten(start_dim=2)
-    bad = (ids < 0).repeat_interleave(block_size, dim=-1) | (pos >= cap)
+    bad = (ids < 0).repeat_interleave(block_size, dim=-1) | (pos >= min(seq_len, cap))
     pos = pos.masked_fill(bad, -1)
     rows = pos.clamp(min=0)[..., None].expand(-1, -1, -1, dim)
     return GatheredBlocks(k_cache.gather(2, rows), v_cache.gather(2, rows), pos)
@@ -571,8 +575,8 @@ def torch_block_sparse_decode(
     repeat[..., 1:] = ids[..., 1:] == ids[..., :-1]
     ids = ids.masked_fill(repeat, -1)
     ids = torch.cat([ids, ids.new_full((batch, heads_kv, 1), cur)], dim=-1)
-    k, v, pos = gather_blocks(k_cache, v_cache, ids, block_size)
-    valid = (pos >= 0) & (pos < seq_len)
+    k, v, pos = gather_blocks(k_cache, v_cache, ids, block_size, seq_len)
+    valid = pos >= 0
     # The GQA group becomes SDPA's query-length axis, so one mask per KV head serves all its query heads.
     qg = q.view(batch, heads_kv, heads_q // heads_kv, dim)
     out = F.scaled_dot_product_attention(qg, k, v, attn_mask=valid[:, :, None, :], scale=scale)

@@ -146,11 +146,23 @@ def test_non_contiguous_cache_views_are_read_through_strides() -> None:
 
 def test_gather_blocks_returns_rows_and_positions() -> None:
     _, k, v = block_inputs(29, 1, 2, 2, 8, 70)  # 70 is not a multiple of the block size
-    got = sd.gather_blocks(k, v, ids([[[2, -1], [4, 0]]]), 16)
+    got = sd.gather_blocks(k, v, ids([[[2, -1], [4, 0]]]), 16, 70)
     assert got.k.shape == (1, 2, 32, 8)
     assert got.positions[0, 0].tolist() == [*range(32, 48), *[-1] * 16]
     assert got.positions[0, 1].tolist() == [*range(64, 70), *[-1] * 10, *range(0, 16)]
     assert torch.equal(got.k[0, 0, :16], k[0, 0, 32:48]) and torch.equal(got.v[0, 1, 16:], v[0, 1, :16])
+
+
+@pytest.mark.parametrize("impl", ["triton", "torch"])
+def test_block_sparse_decode_ignores_uninitialized_cache_past_the_length(impl: str) -> None:
+    # The cache past seq_len is torch.empty in the decoder; NaN there must not leak through a zero weight.
+    q, k, v = block_inputs(31, 2, 4, 2, 16, 200, torch.float32)
+    k[:, :, 150:], v[:, :, 150:] = float("nan"), float("inf")
+    block_idx = ids([[[0, 2], [1, -1]], [[2, 0], [0, 1]]])  # block 2 holds the current position 149
+    out = run(impl, q, k, v, 150, block_idx, 64)
+    assert torch.isfinite(out).all()
+    ref = sd.reference_block_sparse_decode(q, k, v, 150, block_idx, 64)
+    assert sd.relative_error(out, ref) < TOL[torch.float32]
 
 
 # ---------------------------------------------------------------------------------------------------------
