@@ -1,4 +1,4 @@
-"""Statistics across trials: summaries with t-based confidence intervals, ratio CIs, Welch's t-test.
+"""Statistics across trials: summaries with t-based confidence intervals, and ratio CIs.
 
 Pure Python plus numpy (no scipy): Student's t distribution is computed here from the regularized
 incomplete beta function. Raw samples are always kept; outliers are flagged, never dropped
@@ -11,7 +11,7 @@ import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 import numpy as np
 
@@ -227,23 +227,10 @@ def t_sf(t: float, df: float) -> float:
     return tail if t >= 0 else 1.0 - tail
 
 
-def t_cdf(t: float, df: float) -> float:
-    """Cumulative distribution ``P(T <= t)`` of Student's t distribution with ``df`` degrees of freedom.
-
-    Args:
-        t: The point.
-        df: Degrees of freedom (> 0, need not be an integer).
-
-    Returns:
-        The probability.
-    """
-    return 1.0 - t_sf(t, df) if t >= 0 else t_sf(-t, df)
-
-
 def t_quantile(p: float, df: float) -> float:
     """Quantile of Student's t distribution: the ``t`` with ``P(T <= t) = p``.
 
-    Bisection on :func:`t_cdf` to machine precision (absolute error well under 1e-9 for the usual
+    Bisection on :func:`t_sf` to machine precision (absolute error well under 1e-9 for the usual
     ``p`` and ``df``); e.g. ``t_quantile(0.975, 4) = 2.7764451``.
 
     Args:
@@ -277,42 +264,6 @@ def t_quantile(p: float, df: float) -> float:
         else:
             hi = mid
     return (lo + hi) / 2.0
-
-
-class WelchResult(NamedTuple):
-    """Welch's unequal-variance t-test: statistic, Welch–Satterthwaite df and two-sided p-value."""
-
-    t: float
-    df: float
-    p_two_sided: float
-
-
-def welch_t_test(a: Sequence[float], b: Sequence[float]) -> WelchResult:
-    """Test whether two samples have different means, without assuming equal variances.
-
-    Args:
-        a: Per-trial values of the first configuration (>= 2).
-        b: Per-trial values of the second configuration (>= 2).
-
-    Returns:
-        ``(t, df, p_two_sided)`` with ``t`` positive when ``mean(a) > mean(b)``. When both variances are 0,
-        ``t`` is 0 (equal means, p = 1) or infinite (p = 0), and df is ``n_a + n_b - 2``.
-
-    Raises:
-        ValueError: Fewer than 2 samples on a side.
-    """
-    if len(a) < 2 or len(b) < 2:
-        raise ValueError(f"Welch's t-test needs >= 2 samples per side, got {len(a)} and {len(b)}")
-    mean_a, mean_b = statistics.fmean(a), statistics.fmean(b)
-    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
-    if va + vb == 0:
-        df = float(len(a) + len(b) - 2)
-        if mean_a == mean_b:
-            return WelchResult(0.0, df, 1.0)
-        return WelchResult(math.copysign(math.inf, mean_a - mean_b), df, 0.0)
-    t = (mean_a - mean_b) / math.sqrt(va + vb)
-    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
-    return WelchResult(t, df, min(1.0, 2.0 * t_sf(abs(t), df)))
 
 
 @dataclass(frozen=True)

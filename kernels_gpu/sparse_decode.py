@@ -430,31 +430,6 @@ def _check_block_sparse_args(
         raise UsageError("q, k_cache, v_cache and block_idx must be on one device")
 
 
-def dense_decode(
-    q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, seq_len: int, scale: float | None = None
-) -> torch.Tensor:
-    """Dense GQA decode attention over the first ``seq_len`` cache positions (torch SDPA).
-
-    Args:
-        q: Queries [B, H_q, D].
-        k_cache: Keys [B, H_kv, L_cap, D]; H_q must be a multiple of H_kv.
-        v_cache: Values [B, H_kv, L_cap, D].
-        seq_len: Tokens in the cache, 1 <= seq_len <= L_cap.
-        scale: Softmax scale; default 1/sqrt(D).
-
-    Returns:
-        Attention output [B, H_q, D] in q's dtype.
-    """
-    out = F.scaled_dot_product_attention(
-        q[:, :, None, :],
-        k_cache[:, :, :seq_len],
-        v_cache[:, :, :seq_len],
-        scale=scale,
-        enable_gqa=True,
-    )
-    return out[:, :, 0]
-
-
 class GatheredBlocks(NamedTuple):
     """KV rows gathered block by block, with the cache position each row came from.
 

@@ -1,8 +1,10 @@
 """Energy meters behind one window interface, and the factory that picks them for a run.
 
 Each scope (``gpu``, ``cpu``, ``fpga``) gets one :class:`EnergyMeter`: NVML or amdsmi for GPUs, RAPL for
-CPU packages, sampled board power or a labelled model for FPGAs. A scope that cannot be metered gets a
-:class:`NullMeter` whose readings are ``None`` with the reason, so runs go on and reports say why.
+CPU packages, sampled board power for a real FPGA board. A scope that cannot be metered gets a
+:class:`NullMeter` whose readings are ``None`` with the reason, so runs go on and reports say why. An emulated
+or analytic FPGA has no meter: its energy is modeled from the device spec
+(:meth:`bench.devices.fpga.FpgaDevice.energy_j`) and labelled ``analytic``.
 """
 
 from __future__ import annotations
@@ -16,10 +18,8 @@ from bench.meters.amd import AmdsmiEnergyMeter
 from bench.meters.base import EnergyMeter, EnergyReading, NullMeter, Provenance, Sync, null_reading
 from bench.meters.fpga_power import XrtPowerMeter, hwmon_power_reader
 from bench.meters.idle import IdleReading, measure_idle, merge_idle, net_energy
-from bench.meters.modeled import ModeledPowerMeter
 from bench.meters.nvml import NvmlEnergyMeter, gpu_state
 from bench.meters.rapl import RaplMeter
-from bench.meters.replay import ReplayCounterMeter, ReplayPowerMeter
 from bench.meters.sampler import PowerSampler, integrate_trapezoid
 
 __all__ = [
@@ -27,14 +27,11 @@ __all__ = [
     "EnergyMeter",
     "EnergyReading",
     "IdleReading",
-    "ModeledPowerMeter",
     "NullMeter",
     "NvmlEnergyMeter",
     "PowerSampler",
     "Provenance",
     "RaplMeter",
-    "ReplayCounterMeter",
-    "ReplayPowerMeter",
     "XrtPowerMeter",
     "describe_meters",
     "detect_meters",

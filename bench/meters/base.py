@@ -147,11 +147,6 @@ class EnergyMeter:
         if self._sync_fn is not None:
             self._sync_fn()
 
-    @property
-    def window_open(self) -> bool:
-        """Whether ``begin()`` was called and ``end()`` not yet."""
-        return self._t0 is not None
-
     def begin(self) -> None:
         """Sync the device, then start the window (read the counter or start sampling).
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from bench.errors import DeviceUnavailableError, UsageError
+from bench.model.decoder import dense_decode_attention
 from kernels_gpu import sparse_decode as sd
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -48,7 +49,7 @@ def test_all_blocks_selected_equals_dense(impl: str, group: int, seq_len: int) -
     every = torch.stack([torch.randperm(cur, generator=gen) for _ in range(4)]).view(2, 2, cur)
     block_idx = torch.cat([every, torch.full((2, 2, 2), -1)], dim=-1).int().to(DEVICE)  # plus padding
     out = run(impl, q, k, v, seq_len, block_idx)
-    dense = sd.dense_decode(q.double(), k.double(), v.double(), seq_len)
+    dense = dense_decode_attention(q.double(), k.double(), v.double(), seq_len)
     assert out.shape == q.shape and out.dtype == q.dtype
     assert sd.relative_error(out, dense) < TOL[torch.bfloat16]
 
@@ -71,7 +72,7 @@ def test_reference_attends_to_exactly_the_selected_and_current_blocks() -> None:
     seq_len = 90  # current block 5 of 16 tokens holds positions 80..89
     out = sd.reference_block_sparse_decode(q, k, v, seq_len, ids([[[3, -1, 0, 3, 7]]]), 16)
     keep = [*range(48, 64), *range(0, 16), *range(80, 90)]
-    expect = sd.dense_decode(q.double(), k[:, :, keep].double(), v[:, :, keep].double(), len(keep))
+    expect = dense_decode_attention(q.double(), k[:, :, keep].double(), v[:, :, keep].double(), len(keep))
     assert torch.allclose(out, expect, rtol=1e-12, atol=1e-12)
 
 
@@ -80,13 +81,13 @@ def test_padding_only_attends_to_the_current_block(impl: str) -> None:
     q, k, v = block_inputs(5, 2, 4, 2, 32, 300)
     seq_len = 150  # current block 2 holds positions 128..149
     out = run(impl, q, k, v, seq_len, torch.full((2, 2, 3), -1, dtype=torch.int32, device=DEVICE))
-    expect = sd.dense_decode(q.double(), k[:, :, 128:].double(), v[:, :, 128:].double(), seq_len - 128)
+    expect = dense_decode_attention(q.double(), k[:, :, 128:].double(), v[:, :, 128:].double(), seq_len - 128)
     assert sd.relative_error(out, expect) < TOL[torch.bfloat16]
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, positions: list[int]) -> torch.Tensor:
     """Float64 dense attention over the listed cache positions (repeats count as often as listed)."""
-    return sd.dense_decode(
+    return dense_decode_attention(
         q.double(), k[:, :, positions].double(), v[:, :, positions].double(), len(positions)
     )
 
@@ -337,7 +338,7 @@ def test_gpu_block_sparse_all_blocks_equals_dense_sdpa() -> None:
     cur = (seq_len - 1) // 64
     block_idx = torch.arange(cur, dtype=torch.int32, device=DEVICE).flip(0).expand(4, 8, cur).contiguous()
     out = sd.triton_block_sparse_decode(q, k, v, seq_len, block_idx)
-    dense = sd.dense_decode(q.double(), k.double(), v.double(), seq_len)
+    dense = dense_decode_attention(q.double(), k.double(), v.double(), seq_len)
     assert sd.relative_error(out, dense) < TOL[torch.bfloat16]
 
 

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from bench.meters.replay import ReplayCounterMeter, ReplayPowerMeter
+from tests.meters.replay import ReplayCounterMeter, ReplayPowerMeter
 
 
 def fake_clock(times):

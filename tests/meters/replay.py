@@ -1,10 +1,10 @@
-"""Meters that replay recorded or synthetic traces through the live meters' arithmetic.
+"""Test doubles: meters that replay synthetic traces through the live meters' arithmetic.
 
-A replay meter answers windows from a trace instead of hardware: :meth:`window` for any ``[t0, t1]`` (to
-re-analyse a recorded run with other window edges), or ``begin()``/``end()`` on a clock (by default the
-trace's own time, advancing in real time from construction). The counter replay reads a counter as
-hardware does, the last value at or before the read; the power replay integrates like
-:class:`~bench.meters.fpga_power.XrtPowerMeter`. Tests use them to exercise the arithmetic without devices.
+A replay meter answers windows from a trace instead of hardware: :meth:`window` for any ``[t0, t1]``, or
+``begin()``/``end()`` on a clock (by default the trace's own time, advancing in real time from construction).
+The counter replay reads a counter as hardware does, the last value at or before the read; the power replay
+integrates like :class:`~bench.meters.fpga_power.XrtPowerMeter`. They let tests exercise that arithmetic
+without devices; nothing in ``bench`` uses them.
 """
 
 from __future__ import annotations
