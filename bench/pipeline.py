@@ -19,6 +19,7 @@ or the fused GPU kernel of the optimized baseline), they are timed as one sectio
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -83,6 +84,7 @@ IndexT = TypeVar("IndexT", bound=Index)
 QueryT = TypeVar("QueryT", bound=Query)
 ScoresT = TypeVar("ScoresT", bound=Scores)
 SelectionT = TypeVar("SelectionT", bound=Selection)
+MethodT = TypeVar("MethodT", bound="MemoryMethod[Any, Any, Any, Any, Any]")
 
 
 class MemoryMethod(ABC, Generic[MemoryT, IndexT, QueryT, ScoresT, SelectionT]):
@@ -103,6 +105,16 @@ class MemoryMethod(ABC, Generic[MemoryT, IndexT, QueryT, ScoresT, SelectionT]):
     def impl(self) -> str:
         """The ``impl`` of ``kernels_gpu`` calls: ``torch``, or ``auto`` (Triton on CUDA, torch elsewhere)."""
         return "torch" if self.kernels == "torch" else "auto"
+
+    def with_kernels(self: MethodT, kernels: str) -> MethodT:
+        """The same method, sharing its parameters and per-case state, with another GPU kernel flavour.
+
+        Each placement of a case gets its own view of one method this way, so the index the fill built
+        serves them all.
+        """
+        clone = copy.copy(self)
+        clone.kernels = kernels
+        return clone
 
     @abstractmethod
     def prepare(self, memory: MemoryT, query: QueryT) -> IndexT:

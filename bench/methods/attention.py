@@ -54,10 +54,6 @@ class SparseAttentionMethod(MemoryMethod[KVMemory, Index, AttentionQuery, Any, S
     Params: ClassVar[type]
 
     @abstractmethod
-    def with_kernels(self, kernels: str) -> SparseAttentionMethod:
-        """The same method and state with another GPU kernel flavour (``optimized`` or ``torch``)."""
-
-    @abstractmethod
     def attach(self, model: Decoder, cache: KVCache, seed: int) -> None:
         """Allocate per-case state for ``cache`` before it is filled (the fill then calls :meth:`observe_fill`)."""
 
@@ -90,6 +86,8 @@ class SparseAttentionMethod(MemoryMethod[KVMemory, Index, AttentionQuery, Any, S
 class PipelineAttention:
     """Decoder attention backend running a sparse-attention method for one placement.
 
+    Subclasses for other decoders (DSA's MLA) override :meth:`inputs`; the step sequence is shared.
+
     Args:
         method: The method, configured with the placement's GPU kernel flavour.
         placement: Where each step runs.
@@ -104,10 +102,18 @@ class PipelineAttention:
             raise UsageError(f"placement '{placement.name}' offloads steps but no FPGA device was given")
 
     def decode(self, inp: AttentionInput, timeline: Timeline) -> torch.Tensor:
-        """Run prepare, relevancy + retrieval (fused, on the GPU or the FPGA) and apply for one layer."""
+        """Run the four steps for one layer."""
+        memory, query = self.inputs(inp)
+        return self.run_steps(memory, query, timeline)
+
+    def inputs(self, inp: AttentionInput) -> tuple[Any, Any]:
+        """The method's memory and query for one layer's decode."""
+        return (KVMemory(inp.cache.k[inp.layer], inp.cache.v[inp.layer], inp.cache.length, inp.layer),
+                AttentionQuery(inp.q, inp.q_pre, inp.k_pre))
+
+    def run_steps(self, memory: Any, query: Any, timeline: Timeline) -> torch.Tensor:
+        """Prepare, relevancy + retrieval (fused, on the GPU or the FPGA), then apply, each in its section."""
         m = self.method
-        memory = KVMemory(inp.cache.k[inp.layer], inp.cache.v[inp.layer], inp.cache.length, inp.layer)
-        query = AttentionQuery(inp.q, inp.q_pre, inp.k_pre)
         with timeline.section(Step.PREPARE.value):
             index = m.prepare(memory, query)
         if self.fpga is not None:

@@ -35,10 +35,11 @@ import torch.nn.functional as F
 
 from bench.devices.fpga import FpgaCall, FpgaDevice
 from bench.errors import UsageError
+from bench.methods.attention import PipelineAttention
 from bench.methods.seer_attention import exact_topk, selection_recall
 from bench.model.decoder import DTYPES, Rope
 from bench.model.mla import MLA_PRESETS, Indexer, LatentCache, MlaAttentionInput, MlaDecoder, MlaShape
-from bench.pipeline import FUSED, Index, Memory, MemoryMethod, Placement, Query, Scores, Selection, Step
+from bench.pipeline import Index, Memory, MemoryMethod, Placement, Query, Scores, Selection, Step
 from bench.schema import param
 from bench.timeline import Timeline
 from bench.workload import Iteration, Workload
@@ -153,11 +154,6 @@ class DeepSeekSparseAttention(
         self.params = params
         self.kernels = kernels
         self.state = state if state is not None else _IndexState()
-
-
-    def with_kernels(self, kernels: str) -> DeepSeekSparseAttention:
-        """The same method and state with another GPU kernel flavour."""
-        return DeepSeekSparseAttention(self.params, kernels, self.state)
 
     # -- per-case state -------------------------------------------------------------------------------
 
@@ -372,8 +368,8 @@ def fpga_index_scores(q16: torch.Tensor, w16: torch.Tensor, keys16: torch.Tensor
     return torch.cat(parts, dim=1)
 
 
-class DsaAttention:
-    """The model's attention backend running DSA's steps for one placement, each timed in its section.
+class DsaAttention(PipelineAttention):
+    """The MLA decoder's attention backend running DSA's steps for one placement, each timed in its section.
 
     Args:
         method: The method, configured with the placement's GPU kernel flavour.
@@ -381,36 +377,12 @@ class DsaAttention:
         fpga: The FPGA device the placement offloads to, if any.
     """
 
-    def __init__(self, method: DeepSeekSparseAttention, placement: Placement,
-                 fpga: FpgaDevice | None) -> None:
-        self.method = method
-        self.placement = placement
-        self.fpga = fpga
-        if fpga is None and any(placement.device_of(s) != placement.device_of(Step.APPLY) for s in Step):
-            raise UsageError(f"placement '{placement.name}' offloads steps but no FPGA device was given")
+    method: DeepSeekSparseAttention  # type: ignore[assignment]
 
-    def decode(self, inp: MlaAttentionInput, timeline: Timeline) -> torch.Tensor:
-        """Run prepare, relevancy + retrieval (fused, on the GPU or the FPGA) and apply for one layer."""
-        m = self.method
-        memory = LatentMemory(inp.cache.latent[inp.layer], inp.cache.length, inp.layer, inp.cache.d_v)
-        query = IndexerQuery(inp.x, inp.q_c, inp.q, inp.pos)
-        with timeline.section(Step.PREPARE.value):
-            index = m.prepare(memory, query)
-        if self.fpga is not None:
-            with timeline.section(FUSED):
-                selection = self.fpga.offload(lambda: m.fpga_call(memory, index, query),
-                                              lambda: m.relevancy_retrieve(memory, index, query), m.recall)
-        elif self.placement.kernels == "optimized":
-            with timeline.section(FUSED):
-                selection = m.relevancy_retrieve(memory, index, query)
-        else:
-            # Framework-native ops run as separate kernels, so the two steps can be timed apart.
-            with timeline.section(Step.RELEVANCY.value):
-                scores = m.relevancy(index, query)
-            with timeline.section(Step.RETRIEVAL.value):
-                selection = m.retrieve(memory, scores)
-        with timeline.section(Step.APPLY.value):
-            return m.apply(memory, selection, query)
+    def inputs(self, inp: MlaAttentionInput) -> tuple[LatentMemory, IndexerQuery]:  # type: ignore[override]
+        """The latent cache and the indexer's query for one layer's decode."""
+        return (LatentMemory(inp.cache.latent[inp.layer], inp.cache.length, inp.layer, inp.cache.d_v),
+                IndexerQuery(inp.x, inp.q_c, inp.q, inp.pos))
 
 
 class DsaWorkload(Workload):

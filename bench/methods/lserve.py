@@ -147,11 +147,6 @@ class LServe(SparseAttentionMethod):
         self.kernels = kernels
         self.state = state if state is not None else _LServeState(params.sub_page_size)
 
-
-    def with_kernels(self, kernels: str) -> LServe:
-        """The same method and state with another GPU kernel flavour."""
-        return LServe(self.params, kernels, self.state)
-
     def reselects(self, pos: int) -> bool:
         """Whether the decode step at position ``pos`` recomputes the page selection."""
         return (pos - self.state.decode_start) % self.params.reselect_interval == 0
@@ -292,8 +287,7 @@ class LServeAttention(PipelineAttention):
         m = self.method
         if m.reselects(inp.pos):
             return super().decode(inp, timeline)
-        memory = KVMemory(inp.cache.k[inp.layer], inp.cache.v[inp.layer], inp.cache.length, inp.layer)
-        query = AttentionQuery(inp.q, inp.q_pre, inp.k_pre)
+        memory, query = self.inputs(inp)
         with timeline.section(Step.PREPARE.value):
             m.prepare(memory, query)
         with timeline.section(Step.APPLY.value):

@@ -348,11 +348,6 @@ class Quest(SparseAttentionMethod):
         self.kernels = kernels
         self.state = state if state is not None else _QuestState(params.page_size)
 
-
-    def with_kernels(self, kernels: str) -> Quest:
-        """The same method and state with another GPU kernel flavour."""
-        return Quest(self.params, kernels, self.state)
-
     def is_dense(self, layer: int) -> bool:
         """Whether ``layer`` attends densely."""
         return layer < self.params.dense_layers

@@ -111,11 +111,6 @@ class SeerAttentionR(SparseAttentionMethod):
         self.kernels = kernels
         self.state = state if state is not None else _GateState()
 
-
-    def with_kernels(self, kernels: str) -> SeerAttentionR:
-        """The same method and state with another GPU kernel flavour."""
-        return SeerAttentionR(self.params, kernels, self.state)
-
     @classmethod
     def memory_bytes(cls, params: SeerAttentionParams, shape: ModelShape, batch: int, capacity: int,
                      dtype_bytes: int) -> int:

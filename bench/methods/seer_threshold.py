@@ -182,10 +182,6 @@ class SeerAttentionRThreshold(SeerAttentionR):
         super().__init__(params, kernels, state)  # type: ignore[arg-type]
         self.calibration = calibration if calibration is not None else _Calibration()
 
-    def with_kernels(self, kernels: str) -> SeerAttentionRThreshold:
-        """The same method, gate and calibration with another GPU kernel flavour."""
-        return SeerAttentionRThreshold(self.params, kernels, self.state, self.calibration)
-
     @classmethod
     def memory_bytes(cls, params: SeerThresholdParams, shape: ModelShape, batch: int,  # type: ignore[override]
                      capacity: int, dtype_bytes: int) -> int:

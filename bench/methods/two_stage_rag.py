@@ -391,11 +391,6 @@ class TwoStageRag(MemoryMethod[PassageCorpus, QueryIndex, QueryText, Scores, Sel
     def __init__(self, params: TwoStageRagParams, state: _CaseState, kernels: str = "optimized") -> None:
         self.params, self.state, self.kernels = params, state, kernels
 
-
-    def with_kernels(self, kernels: str) -> TwoStageRag:
-        """The same method and state with another GPU kernel flavour."""
-        return TwoStageRag(self.params, self.state, kernels)
-
     def prepare(self, memory: PassageCorpus, query: QueryText) -> QueryIndex:
         """Embed the query with all-MiniLM-L6-v2 (the corpus was embedded at set-up)."""
         embedding = self.state.embedder.embed(query.ids, query.mask).to(torch.float16)

@@ -163,6 +163,29 @@ class DecoderLayer(nn.Module):
         return h + F.linear(F.silu(gate) * up, self.down)
 
 
+def init_synthetic_weights(module: nn.Module, seed: int) -> None:
+    """Seeded normal weights, std 1/sqrt(fan_in) (embeddings std 1), so activations stay O(1) at any depth.
+
+    Norm scales are 1 and biases 0. Draws are fp32, one matrix at a time (so a stack of experts needs no
+    fp32 copy of the whole stack), in ``named_parameters`` order, then rounded to the module's dtype.
+
+    Args:
+        module: A module with ``dtype`` and ``device`` attributes whose parameters are allocated.
+        seed: The weight seed.
+    """
+    dtype, device = module.dtype, module.device
+    gen = torch.Generator(device=device).manual_seed(seed)
+    for name, p in module.named_parameters():
+        if "bias" in name or "norm" in name:
+            p.data = torch.full(p.shape, 0.0 if "bias" in name else 1.0, dtype=dtype, device=device)
+            continue
+        std = 1.0 if name == "embed" else 1.0 / math.sqrt(p.shape[-1])
+        data = torch.empty(p.shape, dtype=dtype, device=device)
+        for part in data.view(-1, *p.shape[-2:]):
+            part.copy_(torch.randn(part.shape, generator=gen, device=device, dtype=torch.float32) * std)
+        p.data = data
+
+
 class Decoder(nn.Module):
     """A decoder-only transformer at a real shape with seeded synthetic weights.
 
@@ -184,20 +207,9 @@ class Decoder(nn.Module):
             self.final_norm = nn.Parameter(torch.ones(shape.hidden))
             self.lm_head = nn.Parameter(torch.empty(shape.vocab, shape.hidden))
         self.to_empty(device=device)
-        self._init_weights(seed)
+        init_synthetic_weights(self, seed)
         self.requires_grad_(False)
         self.rope = Rope(shape.head_dim, shape.rope_theta, device)
-
-    def _init_weights(self, seed: int) -> None:
-        """Seeded normal weights with std 1/sqrt(fan_in), so activations stay O(1) through any depth."""
-        gen = torch.Generator(device=self.device).manual_seed(seed)
-        for name, p in self.named_parameters():
-            if "norm" in name:
-                p.data = torch.ones(p.shape, dtype=self.dtype, device=self.device)
-                continue
-            std = 1.0 if name == "embed" else 1.0 / math.sqrt(p.shape[-1])
-            p.data = (torch.randn(p.shape, generator=gen, device=self.device, dtype=torch.float32) * std).to(
-                self.dtype)
 
     def new_cache(self, batch: int, capacity: int) -> KVCache:
         """An empty KV cache for ``batch`` sequences of up to ``capacity`` tokens."""

@@ -29,7 +29,6 @@ Deliberate differences from the released model, each recorded in the preset's ``
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
 
@@ -37,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.model.decoder import Rope
+from bench.model.decoder import Rope, init_synthetic_weights
 from bench.pipeline import DENSE
 from bench.timeline import Timeline
 from kernels_gpu.sparse_decode import DSA_SCALE
@@ -485,25 +484,10 @@ class MlaDecoder(nn.Module):
             self.final_norm = nn.Parameter(torch.ones(shape.hidden))
             self.lm_head = nn.Parameter(torch.empty(shape.vocab, shape.hidden))
         self.to_empty(device=device)
-        self._init_weights(seed)
+        init_synthetic_weights(self, seed)
         self.requires_grad_(False)
         # One table serves both RoPE forms: MLA's interleaved form reads its first qk_rope / 2 columns.
         self.rope = Rope(shape.qk_rope, shape.rope_theta, device)
-
-    def _init_weights(self, seed: int) -> None:
-        """Seeded normal weights, std 1/sqrt(fan_in); norms 1, biases 0; drawn in fp32 matrix by matrix."""
-        gen = torch.Generator(device=self.device).manual_seed(seed)
-        for name, p in self.named_parameters():
-            if "bias" in name or "norm" in name:
-                fill = 0.0 if "bias" in name else 1.0
-                p.data = torch.full(p.shape, fill, dtype=self.dtype, device=self.device)
-                continue
-            std = 1.0 if name == "embed" else 1.0 / math.sqrt(p.shape[-1])
-            data = torch.empty(p.shape, dtype=self.dtype, device=self.device)
-            for part in data.view(-1, *p.shape[-2:]):
-                draw = torch.randn(part.shape, generator=gen, device=self.device, dtype=torch.float32)
-                part.copy_(draw * std)
-            p.data = data
 
     def new_cache(self, batch: int, capacity: int) -> LatentCache:
         """An empty latent cache for ``batch`` sequences of up to ``capacity`` tokens."""

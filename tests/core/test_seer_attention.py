@@ -93,3 +93,12 @@ def test_fpga_reference_selection_matches_gpu_on_exact_inputs():
     assert selection_recall(fpga, gpu) >= 0.75
     assert call.bytes_in == 2 * 2 * 128 * 2 and call.bytes_out == 2 * 2 * 4 * 4
     assert call.shape == {"rows": 4, "n_keys": 10, "dim": 128, "k": 4}
+
+
+def test_with_kernels_shares_parameters_and_state_but_not_the_flavour():
+    _, _, method = _setup(256, 128)
+    optimized = method.with_kernels("optimized")
+    assert type(optimized) is SeerAttentionR and optimized is not method
+    assert optimized.kernels == "optimized" and optimized.impl == "auto"
+    assert method.kernels == "torch" and method.impl == "torch"
+    assert optimized.params is method.params and optimized.state is method.state
