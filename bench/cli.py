@@ -7,6 +7,7 @@ traceback) and exits with their code (2 for bad input).
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
 from enum import Enum
@@ -34,8 +35,10 @@ app = typer.Typer(
     help="Benchmark whether a GPU+FPGA system makes long-context LLM inference faster and cheaper in energy "
          "than a GPU alone (He, Ma, Sun, Cong, arXiv 2603.29002).",
 )
-out = Console()
-err = Console(stderr=True)
+# Piped or logged output would otherwise wrap tables at Rich's 80-column default; COLUMNS still wins.
+_LOG_WIDTH = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160
+out = Console(width=_LOG_WIDTH)
+err = Console(stderr=True, width=_LOG_WIDTH)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
