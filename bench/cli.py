@@ -308,12 +308,14 @@ def kernels(
     device: Annotated[str, typer.Option("--device", help="cuda, cuda:N, or cpu (a functional check only)")] = "cuda",
     json_out: Annotated[Path | None, typer.Option("--json", help="also write the report as JSON")] = None,
     markdown_out: Annotated[Path | None, typer.Option("--markdown", help="also write the table as Markdown")] = None,
+    profile: Annotated[bool, typer.Option("--profile", help="also list where each path's time goes, kernel by "
+                                                             "kernel (torch.profiler)")] = False,
 ) -> None:
     """Roofline table of the GPU kernels: time, GB/s, % of measured copy bandwidth, speedup vs torch."""
     from kernels_gpu.benchmark import run_benchmark
 
     families = [k.strip() for k in only.split(",") if k.strip()] if only else None
-    report = run_benchmark(device, families, quick)
+    report = run_benchmark(device, families, quick, profile=profile)
     table = report.to_markdown()
     if json_out is not None:
         json_out.write_text(report.to_json())

@@ -12,7 +12,13 @@ rotating between input sets when one set's bytes would sit in L2. Achieved bandw
 ``TRITON_INTERPRET=1`` set before the kernel modules are imported, as the tests do): a functional check of the
 harness and the kernels on small cases, not a performance figure. The command line always measures CUDA.
 
-Command line: ``python -m kernels_gpu.benchmark [--quick] [--json PATH] [--markdown PATH] [--kernels a,b]``.
+With ``profile=True`` (``--profile``) each case's two paths also run a few eager calls under
+``torch.profiler``, and the report lists where a call's time goes, kernel by kernel (on a CPU run, op by op):
+the evidence for why a path misses its target. Kernel times exclude launch gaps, so their sum next to the
+measured time also shows how much a path loses between kernels.
+
+Command line: ``python -m kernels_gpu.benchmark [--quick] [--profile] [--json PATH] [--markdown PATH]
+[--kernels a,b]``.
 """
 
 from __future__ import annotations
@@ -143,6 +149,21 @@ class TargetCheck:
         return f"{self.name} ≥ {self.target:g} (unknown target)"
 
 
+@dataclass(frozen=True)
+class KernelTime:
+    """One GPU kernel (on a CPU run: one op) of a profiled path, per call of the path.
+
+    Attributes:
+        name: Kernel name as the profiler reports it (Triton kernels by their function name).
+        launches: Launches per call of the path.
+        us: Device time per call of the path, in µs (the op's self time on a CPU run).
+    """
+
+    name: str
+    launches: float
+    us: float
+
+
 @dataclass
 class BenchRow:
     """Result of one BenchCase.
@@ -162,6 +183,7 @@ class BenchRow:
         speedup_vs_torch: ``torch_time_us`` / ``time_us``.
         targets: The case's targets, checked.
         timing: How the optimized path was timed (the native path the same way unless said otherwise).
+        profile: With profiling, per path (``optimized``, ``native``) its kernels, largest first.
     """
 
     kernel: str
@@ -178,6 +200,7 @@ class BenchRow:
     speedup_vs_torch: float | None = None
     targets: list[TargetCheck] = field(default_factory=list)
     timing: str = ""
+    profile: dict[str, list[KernelTime]] | None = None
 
 
 @dataclass
@@ -242,6 +265,10 @@ class BenchmarkReport:
             "|---|---|---:|---:|---:|---:|---:|---:|---|---|---|",
         ]
         lines += [_markdown_row(row) for row in self.rows]
+        profiled = [row for row in self.rows if row.profile]
+        if profiled:
+            lines += ["", "### Where the time goes (torch.profiler, eager calls; µs per call, launches per call)", ""]
+            lines += [_profile_line(row) for row in profiled]
         if self.skipped:
             lines += ["", "Skipped: " + "; ".join(self.skipped)]
         failures = [row for row in self.rows if row.status != "ok"]
@@ -256,6 +283,21 @@ def _fmt(value: float | None, spec: str) -> str:
     if value is None:
         return "—"
     return format(value, spec) if abs(value) >= 10 else f"{value:.3g}"
+
+
+def _profile_line(row: BenchRow, top: int = 4) -> str:
+    """One bullet per profiled row: each path's largest kernels, the rest summed, and the sum vs measured."""
+    parts = []
+    for path, measured in (("optimized", row.time_us), ("native", row.torch_time_us)):
+        kernels = (row.profile or {}).get(path, [])
+        named = [f"`{k.name[:60]}` {k.us:.1f} (×{k.launches:g})" for k in kernels[:top]]
+        rest = sum(k.us for k in kernels[top:])
+        if rest:
+            named.append(f"{len(kernels) - top} more {rest:.1f}")
+        total = sum(k.us for k in kernels)
+        parts.append(f"{path}: {', '.join(named) or 'no kernels recorded'}; sum {total:.1f} of "
+                     f"{_fmt(measured, '.1f')} measured")
+    return f"- {row.kernel} [{row.label}]: " + "; ".join(parts)
 
 
 def _markdown_row(row: BenchRow) -> str:
@@ -392,6 +434,41 @@ def _time_host(fn: Callable[..., Any], sets: list[dict[str, Any]], plan: _Plan) 
     return Timing(statistics.median(times), f"host clock, 1 call/repeat, {len(sets)} input set(s)")
 
 
+def profile_path(fn: Callable[..., Any], inputs: dict[str, Any], device: torch.device,
+                 calls: int = 5) -> list[KernelTime]:
+    """Per-kernel time of one call of ``fn``: ``torch.profiler`` over ``calls`` eager calls after a warm-up.
+
+    Args:
+        fn: The path to profile.
+        inputs: Its keyword arguments.
+        device: CUDA (kernels' device time) or CPU (ops' self time).
+        calls: Profiled calls; the figures are per call.
+
+    Returns:
+        The kernels (ops on a CPU), largest total time first.
+    """
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.type == "cuda"
+    fn(**inputs)
+    if cuda:
+        torch.cuda.synchronize(device)
+    with profile(activities=[ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]) as prof:
+        for _ in range(calls):
+            fn(**inputs)
+        if cuda:
+            torch.cuda.synchronize(device)
+    rows = []
+    for e in prof.key_averages():
+        if cuda and e.device_type != DeviceType.CUDA:
+            continue  # host-side ops: their kernels are the CUDA events
+        us = e.self_device_time_total if cuda else e.self_cpu_time_total
+        if us > 0:
+            rows.append(KernelTime(e.key, e.count / calls, us / calls))
+    return sorted(rows, key=lambda k: -k.us)
+
+
 def evaluate_targets(targets: dict[str, float], row: BenchRow) -> list[TargetCheck]:
     """Check each target against the row's measurements (``bw_fraction``, ``speedup_vs_torch``).
 
@@ -411,7 +488,7 @@ def evaluate_targets(targets: dict[str, float], row: BenchRow) -> list[TargetChe
 
 
 def _run_case(
-    case: BenchCase, device: torch.device, copy_gbps: float, l2_bytes: int, plan: _Plan
+    case: BenchCase, device: torch.device, copy_gbps: float, l2_bytes: int, plan: _Plan, profile: bool = False
 ) -> BenchRow:
     """Check, then time one case; failures become a row with their message, never a crash."""
     row = BenchRow(case.kernel, case.label, "ok", bytes_moved=case.bytes_moved, flops=case.flops)
@@ -435,6 +512,10 @@ def _run_case(
         timer = _time_cuda if device.type == "cuda" else _time_host
         opt = timer(case.optimized, sets, plan)
         base = timer(case.torch_path, sets, plan)
+        if profile:
+            stage = "profiling"
+            row.profile = {"optimized": profile_path(case.optimized, sets[0], device),
+                           "native": profile_path(case.torch_path, sets[0], device)}
     except Exception as err:  # A failing case is a row of the report; the run goes on to the next.
         if stage == "checking" and isinstance(err, AssertionError):
             row.status, row.detail = "check failed", str(err)
@@ -571,6 +652,7 @@ def run_benchmark(
     quick: bool = False,
     *,
     cases: list[BenchCase] | None = None,
+    profile: bool = False,
 ) -> BenchmarkReport:
     """Measure the copy bandwidth, then check and time every case; see the module docstring for the method.
 
@@ -579,6 +661,7 @@ def run_benchmark(
         kernels: Kernel families to run (``BenchCase.kernel``); all when None.
         quick: First case of each family only, fewer repeats, a smaller copy buffer.
         cases: Cases to run instead of those of :data:`KERNEL_MODULES`.
+        profile: Also profile each case's paths kernel by kernel (see the module docstring).
 
     Returns:
         The report; a case that fails its check or raises is a row with status and message.
@@ -607,7 +690,7 @@ def run_benchmark(
             "CPU run: host clock, Triton paths only under Triton's interpreter; a functional check, not speed"
         )
         copy = measure_copy_bandwidth(dev, plan.copy_bytes)
-    rows = [_run_case(case, dev, copy.gbps, l2_bytes, plan) for case in cases]
+    rows = [_run_case(case, dev, copy.gbps, l2_bytes, plan, profile) for case in cases]
     return BenchmarkReport(
         rows=rows,
         device=str(dev),
@@ -653,9 +736,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the report as JSON")
     parser.add_argument("--markdown", type=Path, metavar="PATH", help="also write the table as Markdown")
     parser.add_argument("--kernels", type=_parse_kernels, metavar="A,B", help="kernel families to run")
+    parser.add_argument("--profile", action="store_true", help="also list each path's kernels (torch.profiler)")
     args = parser.parse_args(argv)
     try:
-        report = run_benchmark("cuda", args.kernels, args.quick)
+        report = run_benchmark("cuda", args.kernels, args.quick, profile=args.profile)
     except BenchError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code

@@ -146,7 +146,8 @@ def test_command_line_prints_and_writes_the_report(
     )
     # The command line always asks for CUDA; here the CPU stands in for it.
     real_run = bm.run_benchmark
-    monkeypatch.setattr(bm, "run_benchmark", lambda device, kernels, quick: real_run("cpu", kernels, quick))
+    monkeypatch.setattr(bm, "run_benchmark",
+                        lambda device, kernels, quick, **kw: real_run("cpu", kernels, quick, **kw))
     out_json, out_md = tmp_path / "r.json", tmp_path / "r.md"
     code = bm.main(["--quick", "--kernels", "b", "--json", str(out_json), "--markdown", str(out_md)])
     assert code == 0
@@ -160,10 +161,36 @@ def test_command_line_prints_and_writes_the_report(
     assert "no benchmark cases for kernel(s) zz" in capsys.readouterr().err
 
 
+def test_profile_lists_each_paths_kernels_per_call(tmp_path: Path) -> None:
+    case = fake_case(optimized=lambda x: torch.sort(x).values[:5])  # native path: x + x (one add)
+    report = bm.run_benchmark("cpu", cases=[case], profile=True)
+    row = report.rows[0]
+    assert row.status == "ok" and row.profile is not None
+    opt = {k.name: k for k in row.profile["optimized"]}
+    native = {k.name: k for k in row.profile["native"]}
+    assert "aten::sort" in opt and "aten::sort" not in native and "aten::add" in native
+    assert opt["aten::sort"].launches == 1 and native["aten::add"].launches == 1  # per call, not per 5 calls
+    assert row.profile["optimized"] == sorted(row.profile["optimized"], key=lambda k: -k.us)
+    md = report.to_markdown()
+    assert "### Where the time goes" in md and "- fake [n=999]: optimized: `aten::sort`" in md
+    assert json.loads(report.to_json())["rows"][0]["profile"]["native"][0]["name"].startswith("aten::")
+    assert bm.run_benchmark("cpu", cases=[case]).rows[0].profile is None  # off by default
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown where CUDA is missing")
 def test_command_line_without_cuda_says_so(capsys: pytest.CaptureFixture[str]) -> None:
     assert bm.main(["--quick"]) == DeviceUnavailableError.exit_code
     assert "no CUDA device is visible" in capsys.readouterr().err
+
+
+@pytest.mark.gpu
+def test_gpu_profile_names_the_triton_kernels() -> None:
+    report = bm.run_benchmark("cuda", kernels=["block_sparse_decode"], quick=True, profile=True)
+    row = report.rows[0]
+    assert row.status == "ok" and row.profile is not None
+    names = [k.name for k in row.profile["optimized"]]
+    assert any("_block_sparse_split_kernel" in n for n in names), names
+    assert all(k.us > 0 and k.launches > 0 for k in row.profile["optimized"])
 
 
 @pytest.mark.gpu
