@@ -9,8 +9,9 @@ attention, ...) can run its four steps where dense attention would be.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -186,8 +187,37 @@ def init_synthetic_weights(module: nn.Module, seed: int) -> None:
         p.data = data
 
 
-class Decoder(nn.Module):
-    """A decoder-only transformer at a real shape with seeded synthetic weights.
+class SyntheticDecoder(nn.Module):
+    """A decoder stack at a real shape with seeded synthetic weights: embedding, layers, final norm, LM head.
+
+    Args:
+        shape: The model shape (possibly with fewer layers than its preset).
+        dtype: Weight and activation dtype.
+        device: Torch device.
+        seed: Seed for the synthetic weights.
+        layer: Builds one layer (called on the meta device, once per layer).
+        rope_dim: Width of the rotary tables.
+    """
+
+    def __init__(self, shape: Any, dtype: torch.dtype, device: torch.device, seed: int,
+                 layer: Callable[[], nn.Module], rope_dim: int) -> None:
+        super().__init__()
+        self.shape = shape
+        self.dtype = dtype
+        self.device = device
+        with torch.device("meta"):  # no host copy of the weights: they are drawn on the device
+            self.embed = nn.Parameter(torch.empty(shape.vocab, shape.hidden))
+            self.layers = nn.ModuleList(layer() for _ in range(shape.layers))
+            self.final_norm = nn.Parameter(torch.ones(shape.hidden))
+            self.lm_head = nn.Parameter(torch.empty(shape.vocab, shape.hidden))
+        self.to_empty(device=device)
+        init_synthetic_weights(self, seed)
+        self.requires_grad_(False)
+        self.rope = Rope(rope_dim, shape.rope_theta, device)
+
+
+class Decoder(SyntheticDecoder):
+    """A GQA decoder-only transformer (Llama / Qwen family) at a real shape with seeded synthetic weights.
 
     Args:
         shape: The model shape (possibly with fewer layers than its preset).
@@ -197,19 +227,7 @@ class Decoder(nn.Module):
     """
 
     def __init__(self, shape: ModelShape, dtype: torch.dtype, device: torch.device, seed: int = 0) -> None:
-        super().__init__()
-        self.shape = shape
-        self.dtype = dtype
-        self.device = device
-        with torch.device("meta"):
-            self.embed = nn.Parameter(torch.empty(shape.vocab, shape.hidden))
-            self.layers = nn.ModuleList(DecoderLayer(shape) for _ in range(shape.layers))
-            self.final_norm = nn.Parameter(torch.ones(shape.hidden))
-            self.lm_head = nn.Parameter(torch.empty(shape.vocab, shape.hidden))
-        self.to_empty(device=device)
-        init_synthetic_weights(self, seed)
-        self.requires_grad_(False)
-        self.rope = Rope(shape.head_dim, shape.rope_theta, device)
+        super().__init__(shape, dtype, device, seed, lambda: DecoderLayer(shape), shape.head_dim)
 
     def new_cache(self, batch: int, capacity: int) -> KVCache:
         """An empty KV cache for ``batch`` sequences of up to ``capacity`` tokens."""

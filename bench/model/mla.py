@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.model.decoder import Rope, init_synthetic_weights
+from bench.model.decoder import SyntheticDecoder
 from bench.pipeline import DENSE
 from bench.timeline import Timeline
 from kernels_gpu.sparse_decode import DSA_SCALE
@@ -463,7 +463,7 @@ def _expert_down_kernel(act_ptr, w_ptr, ids_ptr, gate_ptr, out_ptr, HIDDEN: tl.c
     tl.store(out_ptr + slot.to(tl.int64) * HIDDEN + hh, acc * tl.load(gate_ptr + slot), mask=h_ok)
 
 
-class MlaDecoder(nn.Module):
+class MlaDecoder(SyntheticDecoder):
     """DeepSeek-V3.2's decoder at a real shape with seeded synthetic weights.
 
     Args:
@@ -473,21 +473,11 @@ class MlaDecoder(nn.Module):
         seed: Seed for the synthetic weights.
     """
 
+    shape: MlaShape
+
     def __init__(self, shape: MlaShape, dtype: torch.dtype, device: torch.device, seed: int = 0) -> None:
-        super().__init__()
-        self.shape = shape
-        self.dtype = dtype
-        self.device = device
-        with torch.device("meta"):
-            self.embed = nn.Parameter(torch.empty(shape.vocab, shape.hidden))
-            self.layers = nn.ModuleList(MlaLayer(shape) for _ in range(shape.layers))
-            self.final_norm = nn.Parameter(torch.ones(shape.hidden))
-            self.lm_head = nn.Parameter(torch.empty(shape.vocab, shape.hidden))
-        self.to_empty(device=device)
-        init_synthetic_weights(self, seed)
-        self.requires_grad_(False)
-        # One table serves both RoPE forms: MLA's interleaved form reads its first qk_rope / 2 columns.
-        self.rope = Rope(shape.qk_rope, shape.rope_theta, device)
+        # One RoPE table serves both forms: MLA's interleaved form reads its first qk_rope / 2 columns.
+        super().__init__(shape, dtype, device, seed, lambda: MlaLayer(shape), shape.qk_rope)
 
     def new_cache(self, batch: int, capacity: int) -> LatentCache:
         """An empty latent cache for ``batch`` sequences of up to ``capacity`` tokens."""
