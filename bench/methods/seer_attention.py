@@ -259,20 +259,7 @@ class SeerAttentionR(SparseAttentionMethod):
             return BlockSelection(_pad(blocks[..., : min(k, n)], k))
 
         def hardware(board: Any) -> BlockSelection:
-            # The board holds one resident key set: one layer's gate keys (the suite runs layers: 1).
-            if st.layers_on_board is None:
-                if len(st.keys) != 1:
-                    raise UsageError("FPGA hardware mode keeps one layer's gate keys resident on the board; run "
-                                     "this method with model.layers: 1 (per-layer key banks are not built yet)")
-                filled = st.blocks_at_fill
-                board.load_keys(rows, keys_q[:, :, :filled].reshape(rows, filled, d).contiguous().cpu().numpy(),
-                                capacity=keys_q.shape[2])
-                st.layers_on_board = 1
-            if index.new_block is not None:
-                board.truncate_keys(index.new_block)  # a replayed step appends the same block again
-                new = keys_q[:, :, index.new_block].reshape(rows, d).cpu().numpy()
-                for r in range(rows):
-                    board.append_key(r, new[r])
+            self.sync_board_keys(board, keys_q, index.new_block)
             if n == 0:
                 return empty
             idx, _ = board.run_relevancy_topk(q_q.reshape(rows, d).contiguous().cpu().numpy(), n, min(k, n))
@@ -283,6 +270,33 @@ class SeerAttentionR(SparseAttentionMethod):
                         bytes_in=rows * d * 2, bytes_out=rows * k * 4,
                         bytes_append=rows * d * 2 if index.new_block is not None else 0,
                         reference=reference, csim=csim, hardware=hardware)
+
+    def sync_board_keys(self, board: Any, keys_q: torch.Tensor, new_block: int | None) -> None:
+        """Keep a real board's resident int16 gate keys equal to ``keys_q`` [B, H_kv, blocks, D].
+
+        The first call loads the keys the fill left (one layer's: the board holds one key set); later calls
+        append only the block a decode step closed, after truncating to it, since a replayed iteration
+        closes the same block again.
+
+        Raises:
+            UsageError: The model has more than one layer.
+        """
+        st = self.state
+        b, hkv, _, d = keys_q.shape
+        rows = b * hkv
+        if st.layers_on_board is None:
+            if len(st.keys) != 1:
+                raise UsageError("FPGA hardware mode keeps one layer's gate keys resident on the board; run "
+                                 "this method with model.layers: 1 (per-layer key banks are not built yet)")
+            filled = st.blocks_at_fill
+            board.load_keys(rows, keys_q[:, :, :filled].reshape(rows, filled, d).contiguous().cpu().numpy(),
+                            capacity=keys_q.shape[2])
+            st.layers_on_board = 1
+        if new_block is not None:
+            board.truncate_keys(new_block)
+            new = keys_q[:, :, new_block].reshape(rows, d).cpu().numpy()
+            for r in range(rows):
+                board.append_key(r, new[r])
 
     def recall(self, fpga: Selection, gpu: Selection) -> float:
         """Mean over (batch, head) rows of |FPGA ∩ GPU| / |GPU| over valid block ids."""

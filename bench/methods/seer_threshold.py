@@ -302,6 +302,11 @@ class SeerAttentionRThreshold(SeerAttentionR):
             scores = torch.matmul(keys_q[:, :, :n].double(), q_q.double().unsqueeze(-1)).squeeze(-1)
             return lists(scores >= limit)
 
+        def from_bitmap(bitmap: np.ndarray, device: torch.device) -> BlockSelection:
+            # Bit j of word w is key 64 w + j (the kernel's little-endian bitmap).
+            bits = np.unpackbits(bitmap.view(np.uint8), axis=1, bitorder="little")[:, :n].astype(bool)
+            return lists(torch.from_numpy(bits).to(device).view(b, hkv, n))
+
         def csim() -> BlockSelection:
             from kernels_fpga import csim as fpga_csim
 
@@ -311,15 +316,22 @@ class SeerAttentionRThreshold(SeerAttentionR):
             lib = fpga_csim.load({"BENCH_D": d} if d != kernel_params().d else None)
             bitmap, _ = lib.threshold_select(q_q.reshape(rows, d).cpu().numpy(),
                                              keys_q[:, :, :n].reshape(rows, n, d).contiguous().cpu().numpy(), limit)
-            bits = np.unpackbits(bitmap.view(np.uint8), axis=1, bitorder="little")[:, :n].astype(bool)
-            return lists(torch.from_numpy(bits).to(q_q.device).view(b, hkv, n))
+            return from_bitmap(bitmap, q_q.device)
+
+        def hardware(board: Any) -> BlockSelection:
+            self.sync_board_keys(board, keys_q, index.new_block)
+            q_q, limit = quantized()
+            if n == 0:
+                return lists(torch.zeros(b, hkv, 0, dtype=torch.bool, device=q_q.device))
+            bitmap, _ = board.run_threshold_select(q_q.reshape(rows, d).contiguous().cpu().numpy(), n, limit)
+            return from_bitmap(bitmap, q_q.device)
 
         bitmap_bytes = -(-n // 64) * 8
         return FpgaCall("threshold_select",
                         {"rows": rows, "n_keys": n, "dim": d, "new_keys": int(index.new_block is not None)},
                         bytes_in=rows * d * 2 + 8, bytes_out=rows * (bitmap_bytes + 4),
                         bytes_append=rows * d * 2 if index.new_block is not None else 0,
-                        reference=reference, csim=csim)
+                        reference=reference, csim=csim, hardware=hardware)
 
 
 class _CalibratingAttention:

@@ -1,11 +1,22 @@
 """`mode: hardware` end to end through the pyxrt TEST DOUBLE (it records XRT calls and plays the C-simulated
 kernels on its fake buffers; it models no timing or power of a real board)."""
 
+import dataclasses
+
 import pytest
+import torch
 
 from bench.errors import DeviceUnavailableError, UsageError
+from bench.methods.attention import PipelineAttention
+from bench.methods.seer_threshold import SeerThresholdParams, SeerThresholdWorkload
+from bench.model.decoder import Decoder
+from bench.model.presets import PRESETS
+from bench.pipeline import Placement, Step
 from bench.runner import Runner
-from bench.suite import load_suite
+from bench.suite import Case, load_suite
+from bench.timeline import HostTimeline
+from kernels_fpga.host import FpgaBoard
+from kernels_fpga.interface import KERNELS
 
 SUITE = """\
 name: hw
@@ -75,3 +86,37 @@ def load_suite_text(tmp_path, text):
     path = tmp_path / "x.yaml"
     path.write_text(text)
     return load_suite(path)
+
+
+class _BoardBesideCsim:
+    """Stands where the FPGA device goes: runs each offload on the board and checks it against C-simulation."""
+
+    def __init__(self, board):
+        self.board, self.calls = board, 0
+
+    def offload(self, make_call, gpu_selection, recall):
+        call = make_call()
+        on_board, simulated = call.hardware(self.board), call.csim()
+        assert torch.equal(on_board.blocks, simulated.blocks)
+        self.calls += 1
+        return on_board
+
+
+def test_threshold_mode_on_the_board_selects_what_csim_selects(tmp_path, fake_pyxrt, csim_kernel):
+    fake = fake_pyxrt(on_run=csim_kernel, kernel_args={"threshold_select": len(KERNELS["threshold_select"])})
+    xclbin = tmp_path / "bench.xclbin"
+    xclbin.write_bytes(b"xclbin2\0 test double")
+    params = SeerThresholdParams(target_ratio=0.25)
+    model = Decoder(dataclasses.replace(PRESETS["tiny"], layers=1), torch.float32, torch.device("cpu"), seed=0)
+    w = SeerThresholdWorkload(params, model, Case("c", "seer-attention-r-threshold", 64 * 6 + 60, 2, params, {}),
+                              8, seed=3)
+    board = _BoardBesideCsim(FpgaBoard.open(0, str(xclbin), kernels=("threshold_select",)))
+    hetero = Placement("hetero", {**dict.fromkeys(Step, "gpu"), Step.RELEVANCY: "fpga", Step.RETRIEVAL: "fpga"})
+    backend = PipelineAttention(w.method, hetero, board)
+    tok = w.start_tokens
+    for _ in range(8):  # position 444 -> 451 closes block 6: one appended key per row
+        tok = model.decode_step(tok, w.cache, backend, HostTimeline())
+    assert board.calls == 8
+    assert len([c for c in fake.calls if c[0] == "start"]) == 8
+    appends = [c for c in fake.calls if c[0] == "sync" and c[2] == "TO_DEVICE" and c[3] == 128 * 2]
+    assert len(appends) == 2 * 2  # rows = batch 2 x 2 KV heads: one 128-d int16 gate key each
