@@ -85,6 +85,8 @@ class FpgaBoard:
         uses_hw_context: True when opened through ``pyxrt.hw_context`` (XRT 2.16+).
         params: Compile-time parameters the xclbin was built with (:mod:`kernels_fpga.params`).
         last_timings: Measured seconds of the last run's steps: ``sync_in``, ``kernel``, ``sync_out``.
+        bm25_source: What the resident BM25 corpus was loaded from (the ``source`` given to
+            :meth:`load_bm25_corpus`), so callers load a corpus once per board.
     """
 
     def __init__(self, pyxrt: Any, device: Any, xclbin: Any, uuid: Any, context: Any | None,
@@ -107,6 +109,7 @@ class FpgaBoard:
         self._n_docs = -1
         self._idf_loaded = False
         self.last_timings: dict[str, float] = {}
+        self.bm25_source: object | None = None
 
     @classmethod
     def open(cls, device: int | str, xclbin: str | Path, kernels: Sequence[str] = (RELEVANCY,), *,
@@ -338,7 +341,8 @@ class FpgaBoard:
 
     # ---- BM25 --------------------------------------------------------------------------------------
 
-    def load_bm25_corpus(self, doc_ptr: np.ndarray, term_ids: np.ndarray, tfs: np.ndarray) -> None:
+    def load_bm25_corpus(self, doc_ptr: np.ndarray, term_ids: np.ndarray, tfs: np.ndarray,
+                         source: object | None = None) -> None:
         """Lay a CSR corpus out over the 4 BM25 channels and sync each channel's buffers once.
 
         The layout is :func:`kernels_fpga.layout.bm25_channels`: postings placed by lane, documents padded to
@@ -348,6 +352,7 @@ class FpgaBoard:
             doc_ptr: int [N + 1] offsets: document d owns postings doc_ptr[d]:doc_ptr[d + 1].
             term_ids: int [P] term ids < BENCH_VOCAB.
             tfs: int [P] term frequencies < 65536.
+            source: Kept as :attr:`bm25_source` (e.g. the corpus object the arrays came from).
 
         Raises:
             UsageError: Kernel not opened or a malformed corpus.
@@ -368,6 +373,8 @@ class FpgaBoard:
                              ("out_index", p.k_max * 4), ("out_score", p.k_max * 8)):
             self._alloc(f"{BM25}.{name}", nbytes, kernel, arg_index(BM25, name))
         self._n_docs = len(doc_ptr) - 1
+        self._idf_loaded = False  # a new corpus needs its IDF table loaded again
+        self.bm25_source = source
 
     def load_bm25_idf(self, idf_q16: np.ndarray, timeout_ms: int = 10_000) -> None:
         """Write the IDF table and load it into the kernel's on-chip banks (one call with ``load_idf = 1``).

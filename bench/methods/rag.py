@@ -239,9 +239,16 @@ class Bm25Retriever:
                                          c.idf_q16.cpu().numpy(), k)
             return DocSelection(torch.from_numpy(idx).long().view(1, k).to(c.device))
 
+        def hardware(board: Any) -> DocSelection:
+            if board.bm25_source is not c:  # the corpus and its IDF table stay resident on the board
+                board.load_bm25_corpus(*c.forward(), source=c)
+                board.load_bm25_idf(c.idf_q16.cpu().numpy().astype(np.int32))
+            idx, _ = board.run_bm25_topk(np.asarray(terms, dtype=np.int64), k)
+            return DocSelection(torch.from_numpy(idx).long().view(1, k).to(c.device))
+
         shape = {"n_docs": c.n_docs, "n_postings_scanned": c.nnz, "query_terms": max(1, len(terms)), "k": k}
         return FpgaCall("bm25_topk", shape, bytes_in=VOCAB // 8, bytes_out=k * 4, bytes_append=0,
-                        reference=reference, csim=csim)
+                        reference=reference, csim=csim, hardware=hardware)
 
 
 def _recall(fpga: Selection, gpu: Selection) -> float:

@@ -6,8 +6,10 @@ import dataclasses
 import pytest
 import torch
 
+from bench.corpus import SyntheticSpec, synthetic_corpus
 from bench.errors import DeviceUnavailableError, UsageError
 from bench.methods.attention import PipelineAttention
+from bench.methods.rag import Bm25Retriever
 from bench.methods.seer_threshold import SeerThresholdParams, SeerThresholdWorkload
 from bench.model.decoder import Decoder
 from bench.model.presets import PRESETS
@@ -120,3 +122,24 @@ def test_threshold_mode_on_the_board_selects_what_csim_selects(tmp_path, fake_py
     assert len([c for c in fake.calls if c[0] == "start"]) == 8
     appends = [c for c in fake.calls if c[0] == "sync" and c[2] == "TO_DEVICE" and c[3] == 128 * 2]
     assert len(appends) == 2 * 2  # rows = batch 2 x 2 KV heads: one 128-d int16 gate key each
+
+
+def test_bm25_on_the_board_loads_the_corpus_once_and_selects_what_csim_selects(tmp_path, fake_pyxrt, csim_kernel):
+    fake = fake_pyxrt(on_run=csim_kernel, kernel_args={"bm25_topk": len(KERNELS["bm25_topk"])})
+    xclbin = tmp_path / "bench.xclbin"
+    xclbin.write_bytes(b"xclbin2\0 test double")
+    board = FpgaBoard.open(0, str(xclbin), kernels=("bm25_topk",))
+    hetero = Placement("hetero", {**dict.fromkeys(Step, "gpu"), Step.RELEVANCY: "fpga", Step.RETRIEVAL: "fpga"})
+    corpus = synthetic_corpus(SyntheticSpec(500, median_tokens=40, seed=7), torch.device("cpu"))
+    retriever = Bm25Retriever(corpus, 5, hetero, object())  # hetero needs an FPGA named; the test calls it
+    queries = torch.tensor([[9, 2, 40, 2], [3, 17, -1, -1], [-1, -1, -1, -1]])
+    for row in range(3):
+        call = retriever.fpga_call(queries, row)
+        assert torch.equal(call.hardware(board).docs, call.csim().docs)
+    loads = [c for c in fake.calls if c[0] == "start"]
+    assert len(loads) == 1 + 3  # one IDF load, then one run per query: the corpus stayed resident
+    assert board.bm25_source is corpus
+    other = synthetic_corpus(SyntheticSpec(200, median_tokens=30, seed=8), torch.device("cpu"))
+    call = Bm25Retriever(other, 5, hetero, object()).fpga_call(queries, 0)
+    assert torch.equal(call.hardware(board).docs, call.csim().docs)  # another corpus is loaded in its place
+    assert board.bm25_source is other
