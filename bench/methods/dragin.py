@@ -118,12 +118,7 @@ class DraginWorkload(RagWorkload):
                 queries = self.qfs(rind, start)
             docs = retrieve(queries, timeline)
             self.cache.length = start  # the sentence is regenerated with the documents
-            tok = self.apply(docs, timeline)
-            for j in range(n):
-                logits, _ = self.decode(tok, timeline)
-                with timeline.section(DENSE):
-                    tok = logits.argmax(dim=-1)
-                    self.sentence[:, j] = tok
+            tok = self.write_sentence(self.apply(docs, timeline), n, timeline)
 
     def rind(self, n: int) -> torch.Tensor:
         """RIND score of each token of the current sentence, fp32 [B, n] (0 on function words)."""

@@ -79,9 +79,4 @@ class FlareWorkload(RagWorkload):
                 queries = dedupe_terms(terms)
             docs = retrieve(queries, timeline)
             self.cache.length = start  # the look-ahead is discarded
-            tok = self.apply(docs, timeline)
-            for j in range(n):
-                logits, _ = self.decode(tok, timeline)
-                with timeline.section(DENSE):
-                    tok = logits.argmax(dim=-1)
-                    self.sentence[:, j] = tok
+            tok = self.write_sentence(self.apply(docs, timeline), n, timeline)

@@ -15,7 +15,7 @@ from typing import Any
 from bench.errors import UsageError
 from bench.methods.rag import Bm25Retriever, RagParams, RagWorkload, dedupe_terms
 from bench.model.decoder import Decoder
-from bench.pipeline import DENSE, Step
+from bench.pipeline import Step
 from bench.schema import param
 from bench.timeline import Timeline
 
@@ -55,9 +55,4 @@ class FsRagWorkload(RagWorkload):
                 queries = dedupe_terms(self.term_of[text])
                 self.triggered[i] = True
             docs = retrieve(queries, timeline)
-            tok = self.apply(docs, timeline)
-            for j in range(n):
-                logits, _ = self.decode(tok, timeline)
-                with timeline.section(DENSE):
-                    tok = logits.argmax(dim=-1)
-                    self.sentence[:, j] = tok
+            self.write_sentence(self.apply(docs, timeline), n, timeline)

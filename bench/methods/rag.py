@@ -444,6 +444,15 @@ class RagWorkload(Workload):
             self.is_text[pos] = True
         return decode_logits(self.model, tok, self.cache, timeline)
 
+    def write_sentence(self, tok: torch.Tensor, n: int, timeline: Timeline) -> torch.Tensor:
+        """Greedy-decode ``n`` tokens from ``tok`` [B] into ``self.sentence``; returns the last of them."""
+        for j in range(n):
+            logits, _ = self.decode(tok, timeline)
+            with timeline.section(DENSE):
+                tok = logits.argmax(dim=-1)
+                self.sentence[:, j] = tok
+        return tok
+
     def apply(self, docs: torch.Tensor, timeline: Timeline) -> torch.Tensor:
         """Apply to Inference: prefill the retrieved passages into the cache; returns the next tokens [B].
 
