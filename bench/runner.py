@@ -26,7 +26,7 @@ from bench.devices.fpga import FpgaDevice, resolve_spec
 from bench.energy import ACCEL, ScopeEnergy, gpu_energy, per_token_figures, total
 from bench.errors import BenchError, UsageError
 from bench.execution import CaseRun
-from bench.meters import EnergyMeter, describe_meters, detect_meters, merge_idle, net_energy
+from bench.meters import EnergyMeter, ModeledPowerMeter, describe_meters, detect_meters, merge_idle, net_energy
 from bench.methods import get_method
 from bench.model.decoder import DTYPES
 from bench.provenance import command_line, git_info, host_info, software_info, utc_now
@@ -367,27 +367,32 @@ class CaseRunner:
         backend = cr.backends[name]
         fpga = backend.fpga
         meters = dict(self.meters)
-        board_meter = fpga.meter() if fpga is not None else None
-        if board_meter is not None:
-            meters["fpga"] = board_meter
-        w = measure.measure_window(lambda: cr.run_once(name), meters, self.device, m.min_duration_s,
-                                   m.min_iterations)
+        mode = fpga.mode if fpga is not None else None
+        stats = cr.fpga_per_iteration(name)  # the tape the functional pass recorded: known before the window
+        fpga_meter = fpga.meter() if fpga is not None else None
+        if fpga_meter is not None:
+            meters["fpga"] = fpga_meter
+
+        def once() -> None:
+            cr.run_once(name)
+            if isinstance(fpga_meter, ModeledPowerMeter) and stats is not None:
+                fpga_meter.add_busy(stats.busy_s)
+                if mode == "analytic":  # nothing waited for the FPGA: its time extends the run
+                    fpga_meter.add_unwaited(stats.modeled_s)
+
+        w = measure.measure_window(once, meters, self.device, m.min_duration_s, m.min_iterations)
         steps = w.iterations * cr.steps_per_iteration
         tokens = w.iterations * cr.tokens_per_iteration
         unit = cr.workload.latency_unit
-        mode = fpga.mode if fpga is not None else None
-        stats = cr.fpga_per_iteration(name)
         modeled_s = stats.modeled_s * w.iterations if stats else 0.0
         busy_s = stats.busy_s * w.iterations if stats else 0.0
         time_prov: Provenance = {"emulated": "emulated", "analytic": "analytic"}.get(mode or "", "measured")
         # In analytic mode nothing waited for the FPGA: its modeled time is added to the measured GPU time.
         e2e = w.seconds + (modeled_s if mode == "analytic" else 0.0)
         scopes = {"gpu": gpu_energy(w.readings["gpu"], mode, modeled_s, idle_before["gpu"].watts)}
-        if board_meter is not None:
+        if fpga_meter is not None:
             r = w.readings["fpga"]
             scopes["fpga"] = ScopeEnergy("fpga", r.joules, r.provenance, r.method, r.reason)
-        elif fpga is not None:
-            scopes["fpga"] = ScopeEnergy("fpga", fpga.energy_j(e2e, busy_s), "analytic", "modeled")
         cpu = w.readings.get("cpu")
         rec: dict[str, Any] = {
             "status": "ok",

@@ -695,17 +695,6 @@ class FpgaModel:
         hbm_rise = float(s.value("power.hbm_full_rate_board")) - self.static_power_w
         return logic + hbm_rise * self._ports / s.value("hbm.pseudo_channels")
 
-    def energy(self, wall_s: float, busy_s: float) -> float:
-        """Board energy in joules: ``static_W * wall_s + dynamic_W * busy_s``.
-
-        Args:
-            wall_s: Window length in seconds (the card draws static power throughout).
-            busy_s: Seconds of that window the kernel runs (0 <= busy_s <= wall_s).
-        """
-        if not 0 <= busy_s <= wall_s:
-            raise ValueError(f"need 0 <= busy_s <= wall_s, got busy_s={busy_s}, wall_s={wall_s}")
-        return self.static_power_w * wall_s + self.dynamic_power_w * busy_s
-
     def __repr__(self) -> str:
         return (f"FpgaModel({self.spec.name!r}, clock_hz={self.clock_hz:g}, control={self.control!r}, "
                 f"link={self.link!r})")

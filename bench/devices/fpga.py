@@ -195,17 +195,19 @@ class FpgaDevice:
         return off.total_s + parts["append"], off.busy_s, parts
 
     def meter(self) -> Any:
-        """Hardware mode: the board-power meter (sampled XRT sensor, integrated), or None."""
-        if self.mode != "hardware":
-            return None
-        from bench.meters import XrtPowerMeter
+        """The FPGA scope's meter: the sampled board sensor (hardware), else the spec's power model.
 
-        return XrtPowerMeter(lambda: self.board.board_power_w() if self.board is not None else None,
-                             device=f"FPGA board {self.board_id}")
+        The modeled meter charges static power for its whole window and dynamic power for the busy time
+        the caller reports (:meth:`ModeledPowerMeter.add_busy`); its readings are labelled ``analytic``.
+        """
+        from bench.meters import ModeledPowerMeter, XrtPowerMeter
 
-    def energy_j(self, wall_s: float, busy_s: float) -> float:
-        """Modeled FPGA energy: static power for the whole window plus dynamic power while busy."""
-        return self.model.energy(wall_s, busy_s)
+        if self.mode == "hardware":
+            return XrtPowerMeter(lambda: self.board.board_power_w() if self.board is not None else None,
+                                 device=f"FPGA board {self.board_id}")
+        return ModeledPowerMeter(static_w=self.model.static_power_w, dynamic_w=self.model.dynamic_power_w,
+                                 source=f"{self.spec_path.name}: power.static, and power.logic_dynamic + HBM "
+                                        "rise at the kernel clock (kernels_fpga/model.py)")
 
     def describe(self) -> dict[str, Any]:
         """Provenance: mode, spec file and its hash, model settings."""

@@ -1,10 +1,9 @@
 """Energy meters behind one window interface, and the factory that picks them for a run.
 
 Each scope (``gpu``, ``cpu``, ``fpga``) gets one :class:`EnergyMeter`: NVML or amdsmi for GPUs, RAPL for
-CPU packages, sampled board power for a real FPGA board. A scope that cannot be metered gets a
-:class:`NullMeter` whose readings are ``None`` with the reason, so runs go on and reports say why. An emulated
-or analytic FPGA has no meter: its energy is modeled from the device spec
-(:meth:`bench.devices.fpga.FpgaDevice.energy_j`) and labelled ``analytic``.
+CPU packages, sampled board power for a real FPGA board, and a labelled model (static + dynamic power from
+the device spec, provenance ``analytic``) for an emulated or analytic one. A scope that cannot be metered gets
+a :class:`NullMeter` whose readings are ``None`` with the reason, so runs go on and reports say why.
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ from bench.meters.amd import AmdsmiEnergyMeter
 from bench.meters.base import EnergyMeter, EnergyReading, NullMeter, Provenance, Sync, null_reading
 from bench.meters.fpga_power import XrtPowerMeter, hwmon_power_reader
 from bench.meters.idle import IdleReading, measure_idle, merge_idle, net_energy
+from bench.meters.modeled import ModeledPowerMeter
 from bench.meters.nvml import NvmlEnergyMeter, gpu_state
 from bench.meters.rapl import RaplMeter
 from bench.meters.sampler import PowerSampler, integrate_trapezoid
@@ -27,6 +27,7 @@ __all__ = [
     "EnergyMeter",
     "EnergyReading",
     "IdleReading",
+    "ModeledPowerMeter",
     "NullMeter",
     "NvmlEnergyMeter",
     "PowerSampler",

@@ -42,6 +42,17 @@ def test_injected_fpga_time_appears_in_end_to_end_latency(write_suite, slow_spec
         assert r["steps_ms"]["relevancy+retrieval"]["provenance"] == "emulated"
     base = min(value(r, "latency_ms") for r in _trials(run, "baseline"))
     assert min(value(r, "latency_ms") for r in hetero) > base
+    _check_modeled_fpga_energy(hetero)
+
+
+def _check_modeled_fpga_energy(trials):
+    """The FPGA's energy comes from the modeled meter: static power over the run plus dynamic while busy."""
+    for r in trials:
+        e, f = r["energy"]["fpga"], r["fpga"]
+        assert e["provenance"] == "analytic" and e["method"] == "modeled"
+        expected = f["static_power_w"] * r["e2e_s"] + f["dynamic_power_w"] * f["busy_s"]
+        assert e["joules"] == pytest.approx(expected, rel=0.05)  # the meter's own window edges differ by µs
+        assert r["energy"]["readings"]["fpga"]["seconds"] == pytest.approx(r["e2e_s"], rel=0.05)
 
 
 def test_analytic_mode_adds_the_modeled_time_without_waiting(write_suite, very_slow_spec, tmp_path):
@@ -52,6 +63,7 @@ def test_analytic_mode_adds_the_modeled_time_without_waiting(write_suite, very_s
         assert r["window_s"] < r["fpga"]["modeled_s"]
         assert r["e2e_s"] == pytest.approx(r["window_s"] + r["fpga"]["modeled_s"])
         assert r["steps_ms"]["relevancy+retrieval"]["provenance"] == "analytic"
+    _check_modeled_fpga_energy(_trials(run, "hetero"))
 
 
 def test_functional_pass_reports_recall_and_csim_agrees(write_suite, tmp_path):
