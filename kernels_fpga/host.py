@@ -12,11 +12,12 @@ modules the C-simulation uses. Every buffer is allocated on its argument's memor
 (``kernel.group_id``, set by ``hls/connectivity_u55c.cfg``): one bank per key port, one per BM25 channel.
 
 * **Keys** (``relevancy_topk``, ``threshold_select``; they share the key banks and so the key buffers):
-  :meth:`FpgaBoard.load_keys` stripes the keys over the 8 key-port buffers with a row stride (capacity)
-  and syncs each once; :meth:`FpgaBoard.append_key` writes and syncs only the new key's bytes on its one
-  port; a run writes and syncs only the query (and the threshold's one-element buffer), passes the row
-  stride and ``sync_from`` (the first key the kernel must copy into its on-chip tiers: 0 after a load,
-  the old count after appends), and reads back only the results.
+  :meth:`FpgaBoard.load_keys` stripes a *key set* (one layer's keys, say; key sets sit side by side in HBM)
+  over the 8 key-port buffers with a row stride (capacity) and syncs each once; :meth:`FpgaBoard.append_key`
+  writes and syncs only the new key's bytes on its one port; a run writes and syncs only the query (and the
+  threshold's one-element buffer), passes the row stride and ``sync_from`` (the first key the kernel must
+  copy into its on-chip tiers: 0 after a load or after a run on another key set, the old count after
+  appends), and reads back only the results.
 * **BM25** (``bm25_topk``): :meth:`FpgaBoard.load_bm25_corpus` writes the 4 channel buffers once,
   :meth:`FpgaBoard.load_bm25_idf` loads the IDF table on chip with one ``load_idf = 1`` call, and
   :meth:`FpgaBoard.run_bm25_topk` writes only the 8 KB query bitmap.
@@ -33,6 +34,7 @@ import math
 import os
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +79,21 @@ def import_pyxrt() -> Any:
         ) from None
 
 
+@dataclass
+class _KeySet:
+    """One resident key set: striping, rows, keys per row, the key kernels given its buffers, its source."""
+
+    stripes: Stripes
+    rows: int
+    n: list[int]
+    kernels: tuple[str, ...]
+    source: object | None = None
+
+
+def _set_prefix(key_set: int) -> str:
+    return f"set{key_set}."
+
+
 class FpgaBoard:
     """One Alveo card with an xclbin loaded. Create it with :meth:`open`; use as a context manager.
 
@@ -102,9 +119,9 @@ class FpgaBoard:
         self.params = params
         self._sysfs_root = sysfs_root
         self._bos: dict[str, Any] = {}
-        self._stripes: Stripes | None = None
-        self._rows = 0
-        self._n: list[int] = []
+        self._key_sets: dict[int, _KeySet] = {}
+        # Per key kernel: which key set its on-chip tiers hold, and how many of that set's keys per row.
+        self._tier_set: dict[str, int] = {}
         self._synced: dict[str, int] = {}
         self._n_docs = -1
         self._idf_loaded = False
@@ -168,22 +185,32 @@ class FpgaBoard:
 
     # ---- keys --------------------------------------------------------------------------------------
 
-    def load_keys(self, rows: int, keys_int16: np.ndarray, capacity: int | None = None) -> None:
-        """Allocate the key kernels' buffers, stripe the keys over the 8 key ports and sync each port once.
+    def load_keys(self, rows: int, keys_int16: np.ndarray, capacity: int | None = None, key_set: int = 0,
+                  source: object | None = None) -> None:
+        """Allocate a key set's buffers, stripe the keys over the 8 key ports and sync each port once.
+
+        A key set is one resident set of keys (one layer's gate keys, say); sets live side by side in HBM,
+        each with its own buffers, and a run names the set it scores. The kernels' on-chip tiers hold one set
+        at a time: a run on another set than the last copies its keys on chip again (``sync_from`` 0).
 
         Args:
             rows: Rows (batch x kv-heads), >= 1.
             keys_int16: int16 [rows, n, dim] keys.
             capacity: Keys per row the buffers hold (the kernels' row stride, >= n and >= 1), so
                 :meth:`append_key` grows rows in place; default n.
+            key_set: Which key set this is (>= 0); loading a set again replaces it.
+            source: Kept as the set's :meth:`key_set_source` (what the keys were loaded from), so a caller
+                loads each key set once per board.
 
         Raises:
-            UsageError: No key kernel opened, wrong shape or dtype, or capacity below n.
+            UsageError: No key kernel opened, wrong shape or dtype, capacity below n, or a negative key set.
             DeviceUnavailableError: The key kernels' key ports sit on different banks (fix the .cfg).
         """
         opened = [name for name in KEY_KERNELS if name in self._kernels]
         if not opened:
             raise UsageError(f"open the board with one of {', '.join(KEY_KERNELS)} to load keys")
+        if isinstance(key_set, bool) or not isinstance(key_set, int) or key_set < 0:
+            raise UsageError(f"key_set must be an integer >= 0, got {key_set!r}")
         dim = self.params.d
         keys = np.ascontiguousarray(keys_int16)
         if rows < 1 or keys.dtype != np.int16 or keys.ndim != 3 or keys.shape[0] != rows or keys.shape[2] != dim:
@@ -196,70 +223,78 @@ class FpgaBoard:
         self._check_shared_key_banks(opened)
         home = self._kernels[opened[0]]
         stripes = Stripes(self.params.n_pe, self.params.stripe(1), capacity)
-        self._drop("keys")
+        self._drop(_set_prefix(key_set))
         ports = stripes.split(keys)
         for p, port in enumerate(ports):
-            bo = self._alloc(f"keys{p}", port.nbytes, home, arg_index(opened[0], f"keys{p}"))
+            bo = self._alloc(f"{_set_prefix(key_set)}keys{p}", port.nbytes, home, arg_index(opened[0], f"keys{p}"))
             bo.write(port, 0)
             bo.sync(self._to_device, port.nbytes, 0)
-        self._alloc("q", rows * dim * 2, home, arg_index(opened[0], "q"))
+        self._alloc(f"{_set_prefix(key_set)}q", rows * dim * 2, home, arg_index(opened[0], "q"))
         words = -(-capacity // 64)
         k_max = self.params.k_max
         outputs = {RELEVANCY: (("out_index", rows * k_max * 4), ("out_score", rows * k_max * 8)),
                    THRESHOLD: (("threshold", 8), ("out_bitmap", rows * words * 8), ("out_count", rows * 4))}
         for name in opened:
             for arg, nbytes in outputs[name]:
-                self._alloc(f"{name}.{arg}", nbytes, self._kernels[name], arg_index(name, arg))
-        self._stripes, self._rows, self._n = stripes, rows, [n] * rows
-        self._synced = dict.fromkeys(opened, 0)  # the kernels' on-chip tiers hold nothing of these keys yet
+                self._alloc(f"{_set_prefix(key_set)}{name}.{arg}", nbytes, self._kernels[name], arg_index(name, arg))
+        self._key_sets[key_set] = _KeySet(stripes, rows, [n] * rows, tuple(opened), source)
+        for name in opened:
+            if self._tier_set.get(name) == key_set:
+                self._synced[name] = 0  # the on-chip tiers hold this set's old keys
 
-    def append_key(self, row: int, key: np.ndarray) -> None:
+    def append_key(self, row: int, key: np.ndarray, key_set: int = 0) -> None:
         """Write one new key at the end of ``row`` and sync only its bytes, on the one port that holds it.
 
         Args:
             row: Row index.
             key: int16 [dim] key.
+            key_set: The key set.
 
         Raises:
-            UsageError: No keys loaded, bad row, bad key, or the row is at capacity.
+            UsageError: No such key set, bad row, bad key, or the row is at capacity.
         """
-        stripes = self._require_keys()
-        if not 0 <= row < self._rows:
-            raise UsageError(f"row {row} is outside 0..{self._rows - 1}")
+        kb = self._require_keys(key_set)
+        if not 0 <= row < kb.rows:
+            raise UsageError(f"row {row} is outside 0..{kb.rows - 1}")
         vec = np.ascontiguousarray(key)
         if vec.dtype != np.int16 or vec.shape != (self.params.d,):
             raise UsageError(f"key must be int16 [{self.params.d}], got {vec.dtype} {vec.shape}")
-        index = self._n[row]
-        if index >= stripes.capacity:
-            raise UsageError(f"row {row} is full ({stripes.capacity} keys); load_keys with a larger capacity")
-        port, entry = stripes.location(row, index)
+        index = kb.n[row]
+        if index >= kb.stripes.capacity:
+            raise UsageError(f"row {row} is full ({kb.stripes.capacity} keys); load_keys with a larger capacity")
+        port, entry = kb.stripes.location(row, index)
         offset = entry * vec.nbytes
-        bo = self._bos[f"keys{port}"]
+        bo = self._bos[f"{_set_prefix(key_set)}keys{port}"]
         bo.write(vec, offset)
         bo.sync(self._to_device, vec.nbytes, offset)
-        self._n[row] += 1
-        self._synced = {name: min(done, index) for name, done in self._synced.items()}
+        kb.n[row] += 1
+        self._forget_on_chip(key_set, index)
 
-    def keys_per_row(self) -> list[int]:
-        """Keys currently resident in each row."""
-        return list(self._n)
+    def key_set_source(self, key_set: int) -> object | None:
+        """The ``source`` a key set was loaded with; None when the set holds no keys."""
+        kb = self._key_sets.get(key_set)
+        return None if kb is None else kb.source
 
-    def truncate_keys(self, n: int) -> None:
+    def keys_per_row(self, key_set: int = 0) -> list[int]:
+        """Keys currently resident in each row of a key set."""
+        return list(self._require_keys(key_set).n)
+
+    def truncate_keys(self, n: int, key_set: int = 0) -> None:
         """Forget every row's keys past the first ``n`` (host bookkeeping only: nothing moves).
 
         A benchmark that replays the same decode steps rewinds the resident index this way, so the next
         :meth:`append_key` writes at position ``n`` again.
         """
-        self._require_keys()
+        kb = self._require_keys(key_set)
         if n < 0:
             raise UsageError(f"n must be >= 0, got {n}")
-        self._n = [min(count, n) for count in self._n]
-        self._synced = {name: min(done, n) for name, done in self._synced.items()}
+        kb.n = [min(count, n) for count in kb.n]
+        self._forget_on_chip(key_set, n)
 
     # ---- key kernels -------------------------------------------------------------------------------
 
-    def run_relevancy_topk(self, q_int16: np.ndarray, n_keys: int, k: int,
-                           timeout_ms: int = 10_000) -> tuple[np.ndarray, np.ndarray]:
+    def run_relevancy_topk(self, q_int16: np.ndarray, n_keys: int, k: int, timeout_ms: int = 10_000,
+                           key_set: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Score the first ``n_keys`` resident keys of every row against its query and return the top-k.
 
         Writes and syncs only the query buffer, runs the kernel, waits, and syncs and reads back only
@@ -271,6 +306,7 @@ class FpgaBoard:
             n_keys: Keys per row to score (<= the keys resident in every row).
             k: Keys to select (1..BENCH_K_MAX).
             timeout_ms: How long to wait for the kernel.
+            key_set: The key set to score.
 
         Returns:
             (index int32 [rows, k], score int64 [rows, k]); slots past the candidates hold -1 / INT64_MIN.
@@ -282,22 +318,23 @@ class FpgaBoard:
         if not 1 <= k <= self.params.k_max:
             raise UsageError(f"k must be in 1..{self.params.k_max} (the kernel's top-k registers), got {k}")
         t0 = time.perf_counter()
-        sync_from = self._key_run_inputs(RELEVANCY, q_int16, n_keys)
+        kb, sync_from = self._key_run_inputs(RELEVANCY, q_int16, n_keys, key_set)
         t1 = time.perf_counter()
-        bram, uram = self._tier_requests()
+        bram, uram = self._tier_requests(kb)
+        pre = _set_prefix(key_set)
         bos = self._bos
-        self.run_kernel(RELEVANCY, [bos["q"], *self._key_bos(), bos[f"{RELEVANCY}.out_index"],
-                                    bos[f"{RELEVANCY}.out_score"], self._rows, n_keys, self._stripes.capacity, k,
+        self.run_kernel(RELEVANCY, [bos[f"{pre}q"], *self._key_bos(key_set), bos[f"{pre}{RELEVANCY}.out_index"],
+                                    bos[f"{pre}{RELEVANCY}.out_score"], kb.rows, n_keys, kb.stripes.capacity, k,
                                     bram, uram, sync_from], timeout_ms)
-        self._synced[RELEVANCY] = n_keys
+        self._tier_set[RELEVANCY], self._synced[RELEVANCY] = key_set, n_keys
         t2 = time.perf_counter()
-        index = self._read(f"{RELEVANCY}.out_index", np.int32, self._rows * k).reshape(self._rows, k)
-        score = self._read(f"{RELEVANCY}.out_score", np.int64, self._rows * k).reshape(self._rows, k)
+        index = self._read(f"{pre}{RELEVANCY}.out_index", np.int32, kb.rows * k).reshape(kb.rows, k)
+        score = self._read(f"{pre}{RELEVANCY}.out_score", np.int64, kb.rows * k).reshape(kb.rows, k)
         self.last_timings = {"sync_in": t1 - t0, "kernel": t2 - t1, "sync_out": time.perf_counter() - t2}
         return sort_topk(index, score)
 
-    def run_threshold_select(self, q_int16: np.ndarray, n_keys: int, threshold: int,
-                             timeout_ms: int = 10_000) -> tuple[np.ndarray, np.ndarray]:
+    def run_threshold_select(self, q_int16: np.ndarray, n_keys: int, threshold: int, timeout_ms: int = 10_000,
+                             key_set: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Select, per row, the first ``n_keys`` resident keys whose score is >= ``threshold``.
 
         The int64 threshold goes through its one-element buffer (written and synced, 8 bytes): pyxrt
@@ -308,6 +345,7 @@ class FpgaBoard:
             n_keys: Keys per row to score (<= the keys resident in every row).
             threshold: int64 threshold in the scores' fixed point.
             timeout_ms: How long to wait for the kernel.
+            key_set: The key set to score.
 
         Returns:
             (bitmap uint64 [rows, ceil(n_keys / 64)], bit b of word w = key 64 w + b; count int32 [rows]).
@@ -320,22 +358,23 @@ class FpgaBoard:
                 not -(2**63) <= int(threshold) < 2**63:
             raise UsageError(f"threshold must be an integer that fits int64, got {threshold!r}")
         t0 = time.perf_counter()
-        sync_from = self._key_run_inputs(THRESHOLD, q_int16, n_keys)
+        kb, sync_from = self._key_run_inputs(THRESHOLD, q_int16, n_keys, key_set)
+        pre = _set_prefix(key_set)
         limit = np.array([threshold], dtype=np.int64)
-        bo = self._bos[f"{THRESHOLD}.threshold"]
+        bo = self._bos[f"{pre}{THRESHOLD}.threshold"]
         bo.write(limit, 0)
         bo.sync(self._to_device, limit.nbytes, 0)
         t1 = time.perf_counter()
-        bram, uram = self._tier_requests()
+        bram, uram = self._tier_requests(kb)
         bos = self._bos
-        self.run_kernel(THRESHOLD, [bos["q"], bo, *self._key_bos(), bos[f"{THRESHOLD}.out_bitmap"],
-                                    bos[f"{THRESHOLD}.out_count"], self._rows, n_keys, self._stripes.capacity,
+        self.run_kernel(THRESHOLD, [bos[f"{pre}q"], bo, *self._key_bos(key_set), bos[f"{pre}{THRESHOLD}.out_bitmap"],
+                                    bos[f"{pre}{THRESHOLD}.out_count"], kb.rows, n_keys, kb.stripes.capacity,
                                     bram, uram, sync_from], timeout_ms)
-        self._synced[THRESHOLD] = n_keys
+        self._tier_set[THRESHOLD], self._synced[THRESHOLD] = key_set, n_keys
         t2 = time.perf_counter()
         words = -(-n_keys // 64)
-        bitmap = self._read(f"{THRESHOLD}.out_bitmap", np.uint64, self._rows * words).reshape(self._rows, words)
-        count = self._read(f"{THRESHOLD}.out_count", np.int32, self._rows)
+        bitmap = self._read(f"{pre}{THRESHOLD}.out_bitmap", np.uint64, kb.rows * words).reshape(kb.rows, words)
+        count = self._read(f"{pre}{THRESHOLD}.out_count", np.int32, kb.rows)
         self.last_timings = {"sync_in": t1 - t0, "kernel": t2 - t1, "sync_out": time.perf_counter() - t2}
         return bitmap, count
 
@@ -363,7 +402,7 @@ class FpgaBoard:
             channels = bm25_channels(doc_ptr, term_ids, tfs, p.bm25_channels, p.bm25_lanes, p.vocab)
         except ValueError as exc:
             raise UsageError(f"bad BM25 corpus: {exc}") from None
-        self._drop(BM25)
+        self._drop(f"{BM25}.")
         for c, (ptr, postings) in enumerate(channels):
             for name, array in ((f"doc_ptr{c}", ptr), (f"postings{c}", postings)):
                 bo = self._alloc(f"{BM25}.{name}", array.nbytes, kernel, arg_index(BM25, name))
@@ -517,7 +556,7 @@ class FpgaBoard:
     def close(self) -> None:
         """Release buffers, kernels and the hardware context (the xclbin stays on the card)."""
         self._bos = {}
-        self._stripes = None
+        self._key_sets = {}
         self._kernels = {}
         self._context = None
 
@@ -549,12 +588,9 @@ class FpgaBoard:
         self._bos[key] = self._new_bo(nbytes, kernel, arg)
         return self._bos[key]
 
-    def _drop(self, family: str) -> None:
-        """Forget the buffers of a family (``keys``: the key store; ``bm25_topk``: the corpus)."""
-        if family == "keys":
-            self._bos = {k: v for k, v in self._bos.items() if k.startswith(f"{BM25}.")}
-        else:
-            self._bos = {k: v for k, v in self._bos.items() if not k.startswith(f"{family}.")}
+    def _drop(self, prefix: str) -> None:
+        """Forget the buffers whose names start with ``prefix`` (a key set's, or ``bm25_topk.``: the corpus)."""
+        self._bos = {k: v for k, v in self._bos.items() if not k.startswith(prefix)}
 
     def _read(self, key: str, dtype: type, count: int) -> np.ndarray:
         """Sync the first ``count`` elements of a result buffer from the card and read them."""
@@ -572,33 +608,42 @@ class FpgaBoard:
                     f"keys{p} sits on different memory banks for {', '.join(f'{k} ({v})' for k, v in banks.items())};"
                     " map both kernels' keys<p> to the same HBM bank (kernels_fpga/hls/connectivity_u55c.cfg)")
 
-    def _require_keys(self) -> Stripes:
-        if self._stripes is None:
-            raise UsageError("no keys on the board: call load_keys(rows, keys) first")
-        return self._stripes
+    def _require_keys(self, key_set: int) -> _KeySet:
+        if key_set not in self._key_sets:
+            loaded = ", ".join(map(str, sorted(self._key_sets))) or "none"
+            raise UsageError(f"no keys in key set {key_set} (key sets loaded: {loaded}): call load_keys(rows, keys) "
+                             "first")
+        return self._key_sets[key_set]
 
-    def _key_bos(self) -> list[Any]:
-        return [self._bos[f"keys{p}"] for p in range(self.params.n_pe)]
+    def _key_bos(self, key_set: int) -> list[Any]:
+        return [self._bos[f"{_set_prefix(key_set)}keys{p}"] for p in range(self.params.n_pe)]
 
-    def _key_run_inputs(self, name: str, q_int16: np.ndarray, n_keys: int) -> int:
-        """Validates a key kernel run, writes and syncs the query; returns the run's ``sync_from``."""
+    def _forget_on_chip(self, key_set: int, index: int) -> None:
+        """Keys of ``key_set`` from ``index`` on changed: on-chip copies of them are stale."""
+        for name, held in self._tier_set.items():
+            if held == key_set:
+                self._synced[name] = min(self._synced[name], index)
+
+    def _key_run_inputs(self, name: str, q_int16: np.ndarray, n_keys: int, key_set: int) -> tuple[_KeySet, int]:
+        """Validates a key kernel run, writes and syncs the query; returns the key set and the run's ``sync_from``."""
         self._kernel(name)
-        self._require_keys()
-        if name not in self._synced:
+        kb = self._require_keys(key_set)
+        if name not in kb.kernels:
             raise UsageError(f"{name} was opened after load_keys; call load_keys again to give it the key buffers")
         q = np.ascontiguousarray(q_int16)
-        if q.dtype != np.int16 or q.shape != (self._rows, self.params.d):
-            raise UsageError(f"q must be int16 [{self._rows}, {self.params.d}], got {q.dtype} {q.shape}")
-        if not 0 <= n_keys <= min(self._n):
-            raise UsageError(f"n_keys must be in 0..{min(self._n)} (keys resident in every row), got {n_keys}")
-        bo = self._bos["q"]
+        if q.dtype != np.int16 or q.shape != (kb.rows, self.params.d):
+            raise UsageError(f"q must be int16 [{kb.rows}, {self.params.d}], got {q.dtype} {q.shape}")
+        if not 0 <= n_keys <= min(kb.n):
+            raise UsageError(f"n_keys must be in 0..{min(kb.n)} (keys resident in every row), got {n_keys}")
+        bo = self._bos[f"{_set_prefix(key_set)}q"]
         bo.write(q, 0)
         bo.sync(self._to_device, q.nbytes, 0)
-        return min(self._synced[name], n_keys)
+        on_chip = self._synced.get(name, 0) if self._tier_set.get(name) == key_set else 0
+        return kb, min(on_chip, n_keys)
 
-    def _tier_requests(self) -> tuple[int, int]:
+    def _tier_requests(self, kb: _KeySet) -> tuple[int, int]:
         """Keys per row to keep on chip: an even share of each tier (the kernel rounds to whole stripes)."""
-        return self.params.bram_keys // self._rows, self.params.uram_keys // self._rows
+        return self.params.bram_keys // kb.rows, self.params.uram_keys // kb.rows
 
     def _require_corpus(self) -> None:
         self._kernel(BM25)

@@ -127,6 +127,22 @@ class OffloadEstimate:
     provenance: str = PROVENANCE
 
 
+def entries_to_sync(n: int, appended: int, key_sets: int) -> int:
+    """Entries per row a key kernel must copy into its on-chip tiers before it scores a row of ``n``.
+
+    The kernels address their BRAM/URAM tiers by row, so the tiers hold one key set (one layer's keys) at a
+    time: with several sets taking turns (a multi-layer model), every call copies its on-chip share again
+    from HBM; with one set, only the entries appended since the last call. The kernel functions below take
+    this as ``new_keys`` / ``new_pages``.
+
+    Args:
+        n: Entries per row this call scores.
+        appended: Entries per row appended since the last call.
+        key_sets: Key sets resident on the board together (layers with an index).
+    """
+    return n if key_sets > 1 else min(appended, n)
+
+
 def pipelined_loop_cycles(depth: int, ii: int, trip: int) -> int:
     """Cycles of a pipelined loop: ``depth + II * (trip - 1)`` (UG1393, loop optimization); 0 when trip is 0.
 

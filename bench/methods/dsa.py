@@ -43,6 +43,7 @@ from bench.pipeline import Index, Memory, MemoryMethod, Placement, Query, Scores
 from bench.schema import param
 from bench.timeline import Timeline
 from bench.workload import Iteration, Workload
+from kernels_fpga.model import entries_to_sync
 from kernels_gpu.dsa_indexer import dsa_indexer
 from kernels_gpu.sparse_decode import DSA_SCALE, token_sparse_decode
 from kernels_gpu.topk import bmm_fp32, rows_n_valid, torch_topk
@@ -289,7 +290,8 @@ class DeepSeekSparseAttention(
             return TokenSelection(torch.from_numpy(idx).to(index.q.device))
 
         return FpgaCall("dsa_indexer_topk",
-                        {"rows": b, "n_keys": n, "heads": heads, "dim": dim, "k": k, "new_keys": 1},
+                        {"rows": b, "n_keys": n, "heads": heads, "dim": dim, "k": k,
+                         "new_keys": entries_to_sync(n, 1, len(st.keys_q))},
                         bytes_in=b * heads * (dim + 1) * 2, bytes_out=b * k * 4, bytes_append=b * dim * 2,
                         reference=reference, csim=csim)
 

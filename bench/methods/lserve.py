@@ -269,7 +269,8 @@ class LServe(SparseAttentionMethod):
         new_pages, st.synced[layer] = complete - st.synced[layer], complete
         return fpga_page_call(index.query.reshape(b * h, g, d), index.kmin.view(b * h, -1, d),
                               index.kmax.view(b * h, -1, d), st.bounds.scale[layer], index.n_pages,
-                              self.params.k_pages, self.params.sub_pages, new_pages, (b, h))
+                              self.params.k_pages, self.params.sub_pages, new_pages, (b, h),
+                              st.bounds.indexed_layers)
 
     def recall(self, fpga: Selection, gpu: Selection) -> float:
         """Mean over (batch, retrieval head) rows of |FPGA ∩ GPU| / |GPU| over valid page ids."""

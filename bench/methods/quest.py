@@ -44,6 +44,7 @@ from bench.pipeline import DENSE, Index, Placement, Scores, Selection, Step
 from bench.schema import param
 from bench.timeline import Timeline
 from bench.workload import Iteration
+from kernels_fpga.model import entries_to_sync
 from kernels_fpga.params import kernel_params
 from kernels_gpu.page_topk import page_topk
 from kernels_gpu.sparse_decode import block_sparse_decode
@@ -109,6 +110,11 @@ class PageBounds:
         self.kmin = [torch.zeros(size, dtype=dtype, device=device) if i in indexed else None for i in range(layers)]
         self.kmax = [torch.zeros(size, dtype=dtype, device=device) if i in indexed else None for i in range(layers)]
         self.scale = [1.0] * layers
+
+    @property
+    def indexed_layers(self) -> int:
+        """Layers that keep bounds (their bounds are resident on an FPGA together)."""
+        return sum(k is not None for k in self.kmin)
 
     def observe(self, layer: int, start: int, keys: torch.Tensor) -> None:
         """Bounds of the pages of one fill chunk of keys [B, H_i, T, D] starting at ``start``."""
@@ -220,7 +226,7 @@ def fpga_page_scores(q: torch.Tensor, kmin: torch.Tensor, kmax: torch.Tensor, sc
 
 
 def fpga_page_call(q: torch.Tensor, kmin: torch.Tensor, kmax: torch.Tensor, scale: float, n_pages: int, k: int,
-                   sub: int, new_pages: int, lead: tuple[int, int]) -> FpgaCall:
+                   sub: int, new_pages: int, lead: tuple[int, int], key_sets: int = 1) -> FpgaCall:
     """The fused relevancy + top-k of Quest/LServe on the FPGA (``page_topk``): bounds resident, queries in.
 
     Args:
@@ -233,6 +239,8 @@ def fpga_page_call(q: torch.Tensor, kmin: torch.Tensor, kmax: torch.Tensor, scal
         sub: Pages per unit (Quest 1, LServe 4).
         new_pages: Pages per row appended to the resident bounds since the last call.
         lead: (B, H_i) to shape the selection.
+        key_sets: Layers whose bounds are resident on the board together (see
+            :func:`kernels_fpga.model.entries_to_sync`).
 
     Returns:
         The call; its evaluators give a :class:`PageSelection` of unit ids [B, H_i, k], -1 padded.
@@ -272,7 +280,7 @@ def fpga_page_call(q: torch.Tensor, kmin: torch.Tensor, kmax: torch.Tensor, scal
 
     page_bytes = 2 * d * 2
     return FpgaCall("page_topk", {"rows": rows, "n_pages": n_pages, "group": g, "dim": d, "k": k, "sub": sub,
-                                  "new_pages": new_pages},
+                                  "new_pages": entries_to_sync(n_pages, new_pages, key_sets)},
                     bytes_in=rows * g * d * 2, bytes_out=rows * k * 4, bytes_append=rows * new_pages * page_bytes,
                     reference=reference, csim=csim)
 
@@ -439,7 +447,7 @@ class Quest(SparseAttentionMethod):
         new_pages, st.synced[layer] = complete - st.synced[layer], complete
         return fpga_page_call(index.query.reshape(b * h, g, d), index.kmin.view(b * h, -1, d),
                               index.kmax.view(b * h, -1, d), st.bounds.scale[layer], index.n_pages,
-                              self.params.k_pages, 1, new_pages, (b, h))
+                              self.params.k_pages, 1, new_pages, (b, h), st.bounds.indexed_layers)
 
     def recall(self, fpga: Selection, gpu: Selection) -> float:
         """Mean over (batch, head) rows of |FPGA ∩ GPU| / |GPU| over valid page ids."""

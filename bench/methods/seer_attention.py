@@ -24,12 +24,12 @@ from typing import Any, Literal
 import torch
 
 from bench.devices.fpga import FpgaCall
-from bench.errors import UsageError
 from bench.methods.attention import AttentionQuery, KVMemory, SparseAttentionMethod, SparseAttentionWorkload
 from bench.model.decoder import Decoder, KVCache, Rope
 from bench.model.presets import ModelShape
 from bench.pipeline import Index, Scores, Selection, Step
 from bench.schema import param
+from kernels_fpga.model import entries_to_sync
 from kernels_gpu.relevancy_topk import relevancy_topk
 from kernels_gpu.sparse_decode import block_sparse_decode
 
@@ -165,7 +165,7 @@ class SeerAttentionR(SparseAttentionMethod):
         st.pending_at_fill = [p.clone() for p in st.pending]
         st.keys_q = [self._quantize_keys(k, length) for k in st.keys]
         st.blocks_at_fill = length // self.params.block_size
-        st.layers_on_board = None
+        st.board_token = object()  # new keys: a board loads them again (FpgaBoard.key_set_source)
 
     def rewind(self, length: int) -> None:
         """Restore the partial block's keys as the fill left them (decode steps overwrite its slots)."""
@@ -259,44 +259,40 @@ class SeerAttentionR(SparseAttentionMethod):
             return BlockSelection(_pad(blocks[..., : min(k, n)], k))
 
         def hardware(board: Any) -> BlockSelection:
-            self.sync_board_keys(board, keys_q, index.new_block)
+            self.sync_board_keys(board, memory.layer, keys_q, index.new_block)
             if n == 0:
                 return empty
-            idx, _ = board.run_relevancy_topk(q_q.reshape(rows, d).contiguous().cpu().numpy(), n, min(k, n))
+            idx, _ = board.run_relevancy_topk(q_q.reshape(rows, d).contiguous().cpu().numpy(), n, min(k, n),
+                                              key_set=memory.layer)
             blocks = torch.from_numpy(idx).to(index.keys.device).long().view(b, hkv, -1)
             return BlockSelection(_pad(blocks, k))
 
-        return FpgaCall("relevancy_topk", {"rows": rows, "n_keys": n, "dim": d, "k": k},
+        appended = int(index.new_block is not None)
+        return FpgaCall("relevancy_topk", {"rows": rows, "n_keys": n, "dim": d, "k": k,
+                                           "new_keys": entries_to_sync(n, appended, len(st.keys_q))},
                         bytes_in=rows * d * 2, bytes_out=rows * k * 4,
                         bytes_append=rows * d * 2 if index.new_block is not None else 0,
                         reference=reference, csim=csim, hardware=hardware)
 
-    def sync_board_keys(self, board: Any, keys_q: torch.Tensor, new_block: int | None) -> None:
-        """Keep a real board's resident int16 gate keys equal to ``keys_q`` [B, H_kv, blocks, D].
+    def sync_board_keys(self, board: Any, layer: int, keys_q: torch.Tensor, new_block: int | None) -> None:
+        """Keep a real board's key set ``layer`` equal to that layer's int16 gate keys ``keys_q`` [B, H_kv, blocks, D].
 
-        The first call loads the keys the fill left (one layer's: the board holds one key set); later calls
-        append only the block a decode step closed, after truncating to it, since a replayed iteration
-        closes the same block again.
-
-        Raises:
-            UsageError: The model has more than one layer.
+        The first call per layer loads the keys the fill left into the layer's key set; later calls append only
+        the block a decode step closed, after truncating to it, since a replayed iteration closes the same
+        block again.
         """
         st = self.state
         b, hkv, _, d = keys_q.shape
         rows = b * hkv
-        if st.layers_on_board is None:
-            if len(st.keys) != 1:
-                raise UsageError("FPGA hardware mode keeps one layer's gate keys resident on the board; run "
-                                 "this method with model.layers: 1 (per-layer key banks are not built yet)")
+        if board.key_set_source(layer) is not st.board_token:
             filled = st.blocks_at_fill
             board.load_keys(rows, keys_q[:, :, :filled].reshape(rows, filled, d).contiguous().cpu().numpy(),
-                            capacity=keys_q.shape[2])
-            st.layers_on_board = 1
+                            capacity=keys_q.shape[2], key_set=layer, source=st.board_token)
         if new_block is not None:
-            board.truncate_keys(new_block)
+            board.truncate_keys(new_block, key_set=layer)
             new = keys_q[:, :, new_block].reshape(rows, d).cpu().numpy()
             for r in range(rows):
-                board.append_key(r, new[r])
+                board.append_key(r, new[r], key_set=layer)
 
     def recall(self, fpga: Selection, gpu: Selection) -> float:
         """Mean over (batch, head) rows of |FPGA ∩ GPU| / |GPU| over valid block ids."""
@@ -330,7 +326,7 @@ class _GateState:
         self.key_scale: list[float] = []
         self.rope = Rope(2, 1.0, torch.device("cpu"))
         self.blocks_at_fill = 0
-        self.layers_on_board: int | None = None
+        self.board_token: object = object()
 
 
 def _pad(idx: torch.Tensor, k: int) -> torch.Tensor:

@@ -49,6 +49,7 @@ from bench.model.decoder import AttentionInput, Decoder, KVCache
 from bench.model.presets import ModelShape
 from bench.schema import param
 from bench.timeline import NullTimeline, Timeline
+from kernels_fpga.model import entries_to_sync
 from kernels_fpga.params import kernel_params
 from kernels_gpu.threshold import calibrate_threshold, threshold
 from kernels_gpu.topk import bmm_fp32
@@ -319,16 +320,18 @@ class SeerAttentionRThreshold(SeerAttentionR):
             return from_bitmap(bitmap, q_q.device)
 
         def hardware(board: Any) -> BlockSelection:
-            self.sync_board_keys(board, keys_q, index.new_block)
+            self.sync_board_keys(board, layer, keys_q, index.new_block)
             q_q, limit = quantized()
             if n == 0:
                 return lists(torch.zeros(b, hkv, 0, dtype=torch.bool, device=q_q.device))
-            bitmap, _ = board.run_threshold_select(q_q.reshape(rows, d).contiguous().cpu().numpy(), n, limit)
+            bitmap, _ = board.run_threshold_select(q_q.reshape(rows, d).contiguous().cpu().numpy(), n, limit,
+                                                   key_set=layer)
             return from_bitmap(bitmap, q_q.device)
 
         bitmap_bytes = -(-n // 64) * 8
         return FpgaCall("threshold_select",
-                        {"rows": rows, "n_keys": n, "dim": d, "new_keys": int(index.new_block is not None)},
+                        {"rows": rows, "n_keys": n, "dim": d,
+                         "new_keys": entries_to_sync(n, int(index.new_block is not None), len(st.keys_q))},
                         bytes_in=rows * d * 2 + 8, bytes_out=rows * (bitmap_bytes + 4),
                         bytes_append=rows * d * 2 if index.new_block is not None else 0,
                         reference=reference, csim=csim, hardware=hardware)

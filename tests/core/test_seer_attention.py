@@ -92,7 +92,8 @@ def test_fpga_reference_selection_matches_gpu_on_exact_inputs():
     assert fpga.shape == gpu.shape == (2, 2, 4)
     assert selection_recall(fpga, gpu) >= 0.75
     assert call.bytes_in == 2 * 2 * 128 * 2 and call.bytes_out == 2 * 2 * 4 * 4
-    assert call.shape == {"rows": 4, "n_keys": 10, "dim": 128, "k": 4}
+    # new_keys = n_keys: the tiny model's 2 layers take turns on the on-chip tiers (entries_to_sync).
+    assert call.shape == {"rows": 4, "n_keys": 10, "dim": 128, "k": 4, "new_keys": 10}
 
 
 def test_with_kernels_shares_parameters_and_state_but_not_the_flavour():

@@ -10,6 +10,7 @@ from bench.corpus import SyntheticSpec, synthetic_corpus
 from bench.errors import DeviceUnavailableError, UsageError
 from bench.methods.attention import PipelineAttention
 from bench.methods.rag import Bm25Retriever
+from bench.methods.seer_attention import SeerAttentionParams, SeerAttentionWorkload
 from bench.methods.seer_threshold import SeerThresholdParams, SeerThresholdWorkload
 from bench.model.decoder import Decoder
 from bench.model.presets import PRESETS
@@ -65,10 +66,17 @@ def test_hardware_mode_drives_the_board_and_matches_the_fpga_numerics(tmp_path, 
     assert run.meta()["fpga"]["fpga"]["mode"] == "hardware"
 
 
-def test_hardware_mode_needs_one_layer(tmp_path, fake_pyxrt, csim_kernel):
-    fake_pyxrt(on_run=csim_kernel)
-    with pytest.raises(UsageError, match="one layer's gate keys resident"):
-        Runner(_suite(tmp_path, layers=2), tmp_path / "out").run()
+def test_hardware_mode_keeps_one_key_set_per_layer(tmp_path, fake_pyxrt, csim_kernel):
+    fake = fake_pyxrt(on_run=csim_kernel)
+    run = Runner(_suite(tmp_path, layers=2), tmp_path / "out").run()
+    trials = [r for r in run.records() if r["kind"] == "trial" and r["placement"] == "hetero"]
+    iterations = sum(r["iterations"] for r in trials) + 1 + 1  # + cold + profile pass
+    starts = fake.events("start")
+    assert len(starts) == iterations * 8 * 2  # one run per decode step per layer
+    assert all(s[2][-1] == 0 for s in starts)  # layers alternate: each run copies its own set on chip again
+    to_device = [c for c in fake.calls if c[0] == "sync" and c[2] == "TO_DEVICE"]
+    assert len([c for c in to_device if c[3] > 2 * 128 * 2 * 4]) <= 8 * 2  # each layer's keys loaded once
+    assert len([c for c in to_device if c[3] == 128 * 2]) == iterations * 2 * 2  # rows x layers appends
 
 
 def test_hardware_mode_without_pyxrt_or_xclbin_says_what_is_missing(tmp_path, monkeypatch, fake_pyxrt):
@@ -143,3 +151,20 @@ def test_bm25_on_the_board_loads_the_corpus_once_and_selects_what_csim_selects(t
     call = Bm25Retriever(other, 5, hetero, object()).fpga_call(queries, 0)
     assert torch.equal(call.hardware(board).docs, call.csim().docs)  # another corpus is loaded in its place
     assert board.bm25_source is other
+
+
+def test_two_layers_on_the_board_select_what_csim_selects(tmp_path, fake_pyxrt, csim_kernel):
+    fake_pyxrt(on_run=csim_kernel)
+    xclbin = tmp_path / "bench.xclbin"
+    xclbin.write_bytes(b"xclbin2\0 test double")
+    params = SeerAttentionParams(token_budget=128)
+    model = Decoder(PRESETS["tiny"], torch.float32, torch.device("cpu"), seed=0)  # 2 layers
+    w = SeerAttentionWorkload(params, model, Case("c", "seer-attention-r", 64 * 6 + 60, 2, params, {}), 8, seed=3)
+    board = _BoardBesideCsim(FpgaBoard.open(0, str(xclbin)))
+    hetero = Placement("hetero", {**dict.fromkeys(Step, "gpu"), Step.RELEVANCY: "fpga", Step.RETRIEVAL: "fpga"})
+    backend = PipelineAttention(w.method, hetero, board)
+    tok = w.start_tokens
+    for _ in range(8):  # closes block 6 in both layers
+        tok = model.decode_step(tok, w.cache, backend, HostTimeline())
+    assert board.calls == 8 * 2
+    assert board.board.keys_per_row(0) == board.board.keys_per_row(1) == [7] * 4

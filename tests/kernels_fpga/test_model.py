@@ -311,3 +311,13 @@ def test_every_shipped_spec_gives_finite_estimates(name):
                 model.threshold_select(1, 9_999), model.dsa_indexer_topk(1, 33_333), model.bm25_topk(1_000, 50_000, 3)):
         assert math.isfinite(est.seconds) and est.seconds > 0 and est.notes[0].startswith("clock")
     assert model.offload(model.relevancy_topk(1, 100), 256, 768).total_s > 0
+
+
+def test_several_key_sets_resync_the_on_chip_tiers_every_call(m):
+    assert fm.entries_to_sync(2048, 1, key_sets=1) == 1 and fm.entries_to_sync(0, 1, key_sets=1) == 0
+    assert fm.entries_to_sync(2048, 1, key_sets=4) == 2048
+    # SeerAttention-R at 128K, batch 1: 8 rows x 2,048 gate keys fit BRAM for one layer; four layers take
+    # turns, so each call first copies its keys on chip again.
+    one = m.relevancy_topk(rows=8, n_keys=2048, new_keys=fm.entries_to_sync(2048, 1, 1))
+    four = m.relevancy_topk(rows=8, n_keys=2048, new_keys=fm.entries_to_sync(2048, 1, 4))
+    assert four.seconds > one.seconds and four.hbm_bytes > one.hbm_bytes

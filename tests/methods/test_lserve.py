@@ -143,7 +143,7 @@ def test_selection_is_reused_between_reselect_steps():
     assert all(torch.equal(kept[0], k) for k in kept[1:4])
     # Sub-pages completed between reselections are appended with the next call: positions 573..581 complete
     # sub-page 35 at 575 and 36 at 591; the call at step 4 (position 577) appends 1 sub-page per row.
-    assert [c.shape["new_pages"] for c in fpga.calls] == [0, 0, 1, 1, 0, 0]
+    assert [c.bytes_append // (c.shape["rows"] * 2 * c.shape["dim"] * 2) for c in fpga.calls] == [0, 0, 1, 1, 0, 0]
     # Rewound, the next iteration does the same work: the same sections and offloads, and the same pages up to
     # near-ties that CPU BLAS threading can flip under load (bitwise repeats are not guaranteed here).
     shapes = [c.shape for c in fpga.calls]
@@ -173,7 +173,8 @@ def test_fpga_reference_matches_csim_and_the_gpu_selection():
     assert ref.shape == (2, 1, 4)  # one retrieval head of two
     assert torch.equal(ref, sim)
     assert method.recall(call.reference(), method.relevancy_retrieve(memory, index, query)) >= 0.75
-    assert call.shape == {"rows": 2, "n_pages": 120, "group": 4, "dim": 32, "k": 4, "sub": 4, "new_pages": 0}
+    # new_pages = n_pages: with 2 indexed layers every call re-syncs its pages on chip (entries_to_sync).
+    assert call.shape == {"rows": 2, "n_pages": 120, "group": 4, "dim": 32, "k": 4, "sub": 4, "new_pages": 120}
 
 
 TINY = """\

@@ -147,7 +147,9 @@ def test_fpga_reference_matches_csim_and_the_gpu_selection():
     theirs = fpga_ref.page_scores(q_int.numpy(), quantize_int16(kmin, scale).numpy(),
                                   quantize_int16(kmax, scale).numpy())
     assert torch.equal(ours, torch.from_numpy(theirs).double())
-    assert call.shape == {"rows": 4, "n_pages": 40, "group": 4, "dim": 32, "k": 6, "sub": 1, "new_pages": 0}
+    # new_pages = n_pages: with 2 indexed layers every call re-syncs its pages on chip (entries_to_sync).
+    assert call.shape == {"rows": 4, "n_pages": 40, "group": 4, "dim": 32, "k": 6, "sub": 1, "new_pages": 40}
+    assert call.bytes_append == 0
     assert call.bytes_in == 4 * 4 * 32 * 2 and call.bytes_out == 4 * 6 * 4
 
 
@@ -167,9 +169,10 @@ def test_completed_pages_are_appended_to_the_fpga_copy_once():
     tok = torch.tensor([4])
     for _ in range(4):  # positions 174..177: page 10 completes at 175
         tok = model.decode_step(tok, cache, backend, HostTimeline())
-    appended = [c.shape["new_pages"] for c in calls]
+    appended = [c.bytes_append // (2 * 2 * 32 * 2) for c in calls]  # rows x (kmin + kmax) x D x int16
     assert appended == [0, 0, 1, 1, 0, 0, 0, 0]  # two layers per step
-    assert calls[2].bytes_append == 2 * 2 * 32 * 2 * 1  # rows x (kmin + kmax) x D x int16
+    # Two layers' bounds take turns on the kernel's on-chip tiers: each call copies all of its pages again.
+    assert [c.shape["new_pages"] for c in calls] == [c.shape["n_pages"] for c in calls]
     method.rewind(context)
     assert method.state.synced == [10, 10]
 
