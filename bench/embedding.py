@@ -95,8 +95,11 @@ def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
         UsageError: The file is not valid safetensors (short, bad header, offsets out of range or not
             matching the shape and dtype, an unknown dtype).
     """
-    p = Path(path)
-    raw = p.read_bytes()
+    return parse_safetensors(Path(path).read_bytes(), str(path))
+
+
+def parse_safetensors(raw: bytes, p: str) -> dict[str, torch.Tensor]:
+    """Every tensor of a ``.safetensors`` file's bytes ``raw`` (named ``p`` in errors); see :func:`read_safetensors`."""
     if len(raw) < 8:
         raise UsageError(f"{p}: not a safetensors file (shorter than its 8-byte header length)")
     n = int.from_bytes(raw[:8], "little")
@@ -520,9 +523,9 @@ class SentenceEmbedder:
         max_length = int(settings("sentence_bert_config.json").get("max_seq_length", config.max_positions))
         if not settings("1_Pooling/config.json").get("pooling_mode_mean_tokens", True):
             raise UsageError(f"{d / '1_Pooling/config.json'}: only mean pooling is supported")
-        weights = read_safetensors(d / "model.safetensors")
-        digest = hashlib.sha256((d / "model.safetensors").read_bytes()).hexdigest()
-        source = {"folder": str(d), "weights_sha256": digest,
+        raw = (d / "model.safetensors").read_bytes()  # read once: parsed and hashed
+        weights = parse_safetensors(raw, str(d / "model.safetensors"))
+        source = {"folder": str(d), "weights_sha256": hashlib.sha256(raw).hexdigest(),
                   "stored_dtypes": sorted({str(w.dtype).removeprefix("torch.") for w in weights.values()})}
         encoder = BertEncoder(config, weights, device, dtype)
         return cls(WordPieceTokenizer.from_file(d / "tokenizer.json"), encoder, max_length, source)
