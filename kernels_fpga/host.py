@@ -120,9 +120,8 @@ class FpgaBoard:
         self._sysfs_root = sysfs_root
         self._bos: dict[str, Any] = {}
         self._key_sets: dict[int, _KeySet] = {}
-        # Per key kernel: which key set its on-chip tiers hold, and how many of that set's keys per row.
-        self._tier_set: dict[str, int] = {}
-        self._synced: dict[str, int] = {}
+        # Per key kernel: (the key set its on-chip tiers hold, how many of that set's keys per row are there).
+        self._on_chip: dict[str, tuple[int, int]] = {}
         self._n_docs = -1
         self._idf_loaded = False
         self.last_timings: dict[str, float] = {}
@@ -238,9 +237,7 @@ class FpgaBoard:
             for arg, nbytes in outputs[name]:
                 self._alloc(f"{_set_prefix(key_set)}{name}.{arg}", nbytes, self._kernels[name], arg_index(name, arg))
         self._key_sets[key_set] = _KeySet(stripes, rows, [n] * rows, tuple(opened), source)
-        for name in opened:
-            if self._tier_set.get(name) == key_set:
-                self._synced[name] = 0  # the on-chip tiers hold this set's old keys
+        self._forget_on_chip(key_set, 0)  # on-chip tiers holding this set hold its old keys
 
     def append_key(self, row: int, key: np.ndarray, key_set: int = 0) -> None:
         """Write one new key at the end of ``row`` and sync only its bytes, on the one port that holds it.
@@ -253,27 +250,27 @@ class FpgaBoard:
         Raises:
             UsageError: No such key set, bad row, bad key, or the row is at capacity.
         """
-        kb = self._require_keys(key_set)
-        if not 0 <= row < kb.rows:
-            raise UsageError(f"row {row} is outside 0..{kb.rows - 1}")
+        ks = self._require_keys(key_set)
+        if not 0 <= row < ks.rows:
+            raise UsageError(f"row {row} is outside 0..{ks.rows - 1}")
         vec = np.ascontiguousarray(key)
         if vec.dtype != np.int16 or vec.shape != (self.params.d,):
             raise UsageError(f"key must be int16 [{self.params.d}], got {vec.dtype} {vec.shape}")
-        index = kb.n[row]
-        if index >= kb.stripes.capacity:
-            raise UsageError(f"row {row} is full ({kb.stripes.capacity} keys); load_keys with a larger capacity")
-        port, entry = kb.stripes.location(row, index)
+        index = ks.n[row]
+        if index >= ks.stripes.capacity:
+            raise UsageError(f"row {row} is full ({ks.stripes.capacity} keys); load_keys with a larger capacity")
+        port, entry = ks.stripes.location(row, index)
         offset = entry * vec.nbytes
         bo = self._bos[f"{_set_prefix(key_set)}keys{port}"]
         bo.write(vec, offset)
         bo.sync(self._to_device, vec.nbytes, offset)
-        kb.n[row] += 1
+        ks.n[row] += 1
         self._forget_on_chip(key_set, index)
 
     def key_set_source(self, key_set: int) -> object | None:
         """The ``source`` a key set was loaded with; None when the set holds no keys."""
-        kb = self._key_sets.get(key_set)
-        return None if kb is None else kb.source
+        ks = self._key_sets.get(key_set)
+        return None if ks is None else ks.source
 
     def keys_per_row(self, key_set: int = 0) -> list[int]:
         """Keys currently resident in each row of a key set."""
@@ -285,10 +282,10 @@ class FpgaBoard:
         A benchmark that replays the same decode steps rewinds the resident index this way, so the next
         :meth:`append_key` writes at position ``n`` again.
         """
-        kb = self._require_keys(key_set)
+        ks = self._require_keys(key_set)
         if n < 0:
             raise UsageError(f"n must be >= 0, got {n}")
-        kb.n = [min(count, n) for count in kb.n]
+        ks.n = [min(count, n) for count in ks.n]
         self._forget_on_chip(key_set, n)
 
     # ---- key kernels -------------------------------------------------------------------------------
@@ -318,18 +315,18 @@ class FpgaBoard:
         if not 1 <= k <= self.params.k_max:
             raise UsageError(f"k must be in 1..{self.params.k_max} (the kernel's top-k registers), got {k}")
         t0 = time.perf_counter()
-        kb, sync_from = self._key_run_inputs(RELEVANCY, q_int16, n_keys, key_set)
+        ks, sync_from = self._key_run_inputs(RELEVANCY, q_int16, n_keys, key_set)
         t1 = time.perf_counter()
-        bram, uram = self._tier_requests(kb)
+        bram, uram = self._tier_requests(ks)
         pre = _set_prefix(key_set)
         bos = self._bos
         self.run_kernel(RELEVANCY, [bos[f"{pre}q"], *self._key_bos(key_set), bos[f"{pre}{RELEVANCY}.out_index"],
-                                    bos[f"{pre}{RELEVANCY}.out_score"], kb.rows, n_keys, kb.stripes.capacity, k,
+                                    bos[f"{pre}{RELEVANCY}.out_score"], ks.rows, n_keys, ks.stripes.capacity, k,
                                     bram, uram, sync_from], timeout_ms)
-        self._tier_set[RELEVANCY], self._synced[RELEVANCY] = key_set, n_keys
+        self._on_chip[RELEVANCY] = (key_set, n_keys)
         t2 = time.perf_counter()
-        index = self._read(f"{pre}{RELEVANCY}.out_index", np.int32, kb.rows * k).reshape(kb.rows, k)
-        score = self._read(f"{pre}{RELEVANCY}.out_score", np.int64, kb.rows * k).reshape(kb.rows, k)
+        index = self._read(f"{pre}{RELEVANCY}.out_index", np.int32, ks.rows * k).reshape(ks.rows, k)
+        score = self._read(f"{pre}{RELEVANCY}.out_score", np.int64, ks.rows * k).reshape(ks.rows, k)
         self.last_timings = {"sync_in": t1 - t0, "kernel": t2 - t1, "sync_out": time.perf_counter() - t2}
         return sort_topk(index, score)
 
@@ -358,23 +355,23 @@ class FpgaBoard:
                 not -(2**63) <= int(threshold) < 2**63:
             raise UsageError(f"threshold must be an integer that fits int64, got {threshold!r}")
         t0 = time.perf_counter()
-        kb, sync_from = self._key_run_inputs(THRESHOLD, q_int16, n_keys, key_set)
+        ks, sync_from = self._key_run_inputs(THRESHOLD, q_int16, n_keys, key_set)
         pre = _set_prefix(key_set)
         limit = np.array([threshold], dtype=np.int64)
         bo = self._bos[f"{pre}{THRESHOLD}.threshold"]
         bo.write(limit, 0)
         bo.sync(self._to_device, limit.nbytes, 0)
         t1 = time.perf_counter()
-        bram, uram = self._tier_requests(kb)
+        bram, uram = self._tier_requests(ks)
         bos = self._bos
         self.run_kernel(THRESHOLD, [bos[f"{pre}q"], bo, *self._key_bos(key_set), bos[f"{pre}{THRESHOLD}.out_bitmap"],
-                                    bos[f"{pre}{THRESHOLD}.out_count"], kb.rows, n_keys, kb.stripes.capacity,
+                                    bos[f"{pre}{THRESHOLD}.out_count"], ks.rows, n_keys, ks.stripes.capacity,
                                     bram, uram, sync_from], timeout_ms)
-        self._tier_set[THRESHOLD], self._synced[THRESHOLD] = key_set, n_keys
+        self._on_chip[THRESHOLD] = (key_set, n_keys)
         t2 = time.perf_counter()
         words = -(-n_keys // 64)
-        bitmap = self._read(f"{pre}{THRESHOLD}.out_bitmap", np.uint64, kb.rows * words).reshape(kb.rows, words)
-        count = self._read(f"{pre}{THRESHOLD}.out_count", np.int32, kb.rows)
+        bitmap = self._read(f"{pre}{THRESHOLD}.out_bitmap", np.uint64, ks.rows * words).reshape(ks.rows, words)
+        count = self._read(f"{pre}{THRESHOLD}.out_count", np.int32, ks.rows)
         self.last_timings = {"sync_in": t1 - t0, "kernel": t2 - t1, "sync_out": time.perf_counter() - t2}
         return bitmap, count
 
@@ -620,30 +617,30 @@ class FpgaBoard:
 
     def _forget_on_chip(self, key_set: int, index: int) -> None:
         """Keys of ``key_set`` from ``index`` on changed: on-chip copies of them are stale."""
-        for name, held in self._tier_set.items():
+        for name, (held, count) in self._on_chip.items():
             if held == key_set:
-                self._synced[name] = min(self._synced[name], index)
+                self._on_chip[name] = (held, min(count, index))
 
     def _key_run_inputs(self, name: str, q_int16: np.ndarray, n_keys: int, key_set: int) -> tuple[_KeySet, int]:
         """Validates a key kernel run, writes and syncs the query; returns the key set and the run's ``sync_from``."""
         self._kernel(name)
-        kb = self._require_keys(key_set)
-        if name not in kb.kernels:
+        ks = self._require_keys(key_set)
+        if name not in ks.kernels:
             raise UsageError(f"{name} was opened after load_keys; call load_keys again to give it the key buffers")
         q = np.ascontiguousarray(q_int16)
-        if q.dtype != np.int16 or q.shape != (kb.rows, self.params.d):
-            raise UsageError(f"q must be int16 [{kb.rows}, {self.params.d}], got {q.dtype} {q.shape}")
-        if not 0 <= n_keys <= min(kb.n):
-            raise UsageError(f"n_keys must be in 0..{min(kb.n)} (keys resident in every row), got {n_keys}")
+        if q.dtype != np.int16 or q.shape != (ks.rows, self.params.d):
+            raise UsageError(f"q must be int16 [{ks.rows}, {self.params.d}], got {q.dtype} {q.shape}")
+        if not 0 <= n_keys <= min(ks.n):
+            raise UsageError(f"n_keys must be in 0..{min(ks.n)} (keys resident in every row), got {n_keys}")
         bo = self._bos[f"{_set_prefix(key_set)}q"]
         bo.write(q, 0)
         bo.sync(self._to_device, q.nbytes, 0)
-        on_chip = self._synced.get(name, 0) if self._tier_set.get(name) == key_set else 0
-        return kb, min(on_chip, n_keys)
+        held, count = self._on_chip.get(name, (key_set, 0))
+        return ks, min(count if held == key_set else 0, n_keys)
 
-    def _tier_requests(self, kb: _KeySet) -> tuple[int, int]:
+    def _tier_requests(self, ks: _KeySet) -> tuple[int, int]:
         """Keys per row to keep on chip: an even share of each tier (the kernel rounds to whole stripes)."""
-        return self.params.bram_keys // kb.rows, self.params.uram_keys // kb.rows
+        return self.params.bram_keys // ks.rows, self.params.uram_keys // ks.rows
 
     def _require_corpus(self) -> None:
         self._kernel(BM25)

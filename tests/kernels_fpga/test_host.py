@@ -385,3 +385,27 @@ def test_sort_topk_orders_by_score_then_index_with_empty_slots_last():
     got_idx, got_score = host.sort_topk(idx, score)
     assert got_idx.tolist() == [[9, 2, 5, 1, -1]]
     assert got_score.tolist() == [[10, 7, 7, -3, INT64_MIN]]
+
+
+def test_key_sets_take_turns_on_the_on_chip_tiers(fake_pyxrt, csim_kernel, xclbin):
+    fake = fake_pyxrt(on_run=csim_kernel)
+    board = FpgaBoard.open(0, xclbin)
+    rng = np.random.default_rng(11)
+    keys = [keys_for(rng, 2, 40), keys_for(rng, 2, 40)]
+    for s in (0, 1):
+        board.load_keys(2, keys[s], key_set=s, source=f"layer {s}")
+    q = query_for(rng, 2)
+
+    def run(s):
+        idx, score = board.run_relevancy_topk(q, 40, 4, key_set=s)
+        want = ref.relevancy_topk(q, keys[s], 4)
+        np.testing.assert_array_equal(idx, want[0])
+        np.testing.assert_array_equal(score, want[1])
+        return fake.events("start")[-1][2][-1]  # sync_from
+
+    assert [run(0), run(0), run(1), run(0), run(0)] == [0, 40, 0, 0, 40]
+    board.load_keys(2, keys[0], key_set=0)  # reloaded: the tiers' copy of set 0 is stale
+    assert run(0) == 0
+    assert board.key_set_source(1) == "layer 1" and board.key_set_source(0) is None and board.key_set_source(2) is None
+    with pytest.raises(UsageError, match="no keys in key set 2"):
+        board.run_relevancy_topk(q, 40, 4, key_set=2)
