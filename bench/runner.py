@@ -372,13 +372,14 @@ class CaseRunner:
         fpga_meter = fpga.meter() if fpga is not None else None
         if fpga_meter is not None:
             meters["fpga"] = fpga_meter
+        modeled = fpga_meter if isinstance(fpga_meter, ModeledPowerMeter) and stats is not None else None
+        unwaited_s = stats.modeled_s if modeled is not None and mode == "analytic" else 0.0  # nobody waited
 
         def once() -> None:
             cr.run_once(name)
-            if isinstance(fpga_meter, ModeledPowerMeter) and stats is not None:
-                fpga_meter.add_busy(stats.busy_s)
-                if mode == "analytic":  # nothing waited for the FPGA: its time extends the run
-                    fpga_meter.add_unwaited(stats.modeled_s)
+            if modeled is not None:
+                modeled.add_busy(stats.busy_s)
+                modeled.add_unwaited(unwaited_s)
 
         w = measure.measure_window(once, meters, self.device, m.min_duration_s, m.min_iterations)
         steps = w.iterations * cr.steps_per_iteration
