@@ -31,12 +31,12 @@ from bench.model.mla import (
     dense_mla_decode,
     routed_experts,
 )
-from bench.pipeline import FUSED, Placement, Step
+from bench.pipeline import Placement, Step
 from bench.records import value
-from bench.runner import Runner
 from bench.suite import ModelConfig, load_suite, parse_suite
 from bench.timeline import HostTimeline, NullTimeline
 from kernels_fpga import reference as fpga_ref
+from tests.methods.sparse_suite import run_tiny
 
 TINY = MLA_PRESETS["deepseek-tiny"]
 CPU = torch.device("cpu")
@@ -292,35 +292,12 @@ def test_suites_validate_against_the_mla_presets():
         parse_suite(text.replace("  preset: deepseek-tiny", "  layers: 3\n  preset: deepseek-tiny"), "x.yaml")
 
 
-TINY_RUN = """\
-name: dsa-e2e
-model: {preset: deepseek-tiny, layers: 1}
-method: {name: dsa, topk: 64}
-matrix: {context: [300], batch: [2]}
-placements:
-  baseline: {}
-  baseline-torch: {kernels: torch}
-  hetero: {relevancy: fpga, retrieval: fpga}
-devices:
-  gpu: {device: cpu}
-  fpga: {mode: emulated, spec: u55c}
-measure: {warmup: 0, trials: 1, decode_tokens: 2, min_duration_s: 0.0, min_iterations: 1, idle_s: 0}
-"""
-
-
 def test_tiny_suite_runs_end_to_end(tmp_path):
-    path = tmp_path / "dsa.yaml"
-    path.write_text(TINY_RUN)
-    run = Runner(load_suite(path), tmp_path / "out").run()
+    run, trials = run_tiny(tmp_path, "dsa-e2e", "{preset: deepseek-tiny, layers: 1}", "{name: dsa, topk: 64}",
+                           "{context: [300], batch: [2]}", decode_tokens=2, composition=True)
     meta = run.meta()
     assert meta["suite"]["experiments"]["dsa"]["model_shape"]["name"] == "deepseek-tiny"
-    trials = {r["placement"]: r for r in run.records() if r["kind"] == "trial"}
-    assert set(trials) == {"baseline", "baseline-torch", "hetero"}
-    assert set(trials["baseline"]["steps_ms"]) == {"dense", "prepare", FUSED, "apply"}
-    split = {"dense", "prepare", "relevancy", "retrieval", "apply"}
-    assert set(trials["baseline-torch"]["steps_ms"]) == split
     hetero = trials["hetero"]
-    assert hetero["steps_ms"][FUSED]["provenance"] == "emulated"
     assert hetero["steps_ms"]["prepare"]["provenance"] == "measured"
     assert hetero["fpga"]["calls_per_token"] == 1  # one layer: one offload per token
     assert hetero["metrics"]["latency_ms"]["provenance"] == "emulated" and value(hetero, "latency_ms") > 0

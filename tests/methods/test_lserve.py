@@ -14,10 +14,10 @@ from bench.methods.seer_attention import selection_recall
 from bench.model.decoder import Decoder, dense_decode_attention
 from bench.model.presets import PRESETS
 from bench.pipeline import FUSED, Placement, Step
-from bench.runner import Runner
-from bench.suite import Case, load_suite
+from bench.suite import Case
 from bench.timeline import HostTimeline, Timeline
 from kernels_gpu.sparse_decode import reference_block_sparse_decode
+from tests.methods.sparse_suite import run_tiny
 
 GPU_ONLY = Placement("baseline-torch", dict.fromkeys(Step, "gpu"), "torch")
 HETERO = Placement("hetero", {**dict.fromkeys(Step, "gpu"), Step.RELEVANCY: "fpga", Step.RETRIEVAL: "fpga"})
@@ -177,32 +177,11 @@ def test_fpga_reference_matches_csim_and_the_gpu_selection():
     assert call.shape == {"rows": 2, "n_pages": 120, "group": 4, "dim": 32, "k": 4, "sub": 4, "new_pages": 120}
 
 
-TINY = """\
-name: lserve-e2e
-model: {preset: tiny}
-method: {name: lserve, token_budget: 192, sink_tokens: 64, local_tokens: 64}
-matrix: {context: [600], batch: [2]}
-placements:
-  baseline: {}
-  baseline-torch: {kernels: torch}
-  hetero: {relevancy: fpga, retrieval: fpga}
-devices:
-  gpu: {device: cpu}
-  fpga: {mode: emulated, spec: u55c}
-measure: {warmup: 0, trials: 1, decode_tokens: 6, min_duration_s: 0.0, min_iterations: 1, idle_s: 0,
-          composition: false}
-"""
-
-
 def test_tiny_suite_runs_end_to_end(tmp_path: Path):
-    path = tmp_path / "lserve.yaml"
-    path.write_text(TINY)
-    run = Runner(load_suite(path), tmp_path / "out").run()
-    trials = {r["placement"]: r for r in run.records() if r["kind"] == "trial"}
-    assert set(trials["baseline"]["steps_ms"]) == {"dense", "prepare", FUSED, "apply"}
-    assert set(trials["baseline-torch"]["steps_ms"]) == {"dense", "prepare", "relevancy", "retrieval", "apply"}
+    _, trials = run_tiny(tmp_path, "lserve-e2e", "{preset: tiny}",
+                         "{name: lserve, token_budget: 192, sink_tokens: 64, local_tokens: 64}",
+                         "{context: [600], batch: [2]}", decode_tokens=6)
     hetero = trials["hetero"]
-    assert hetero["steps_ms"][FUSED]["provenance"] == "emulated"
     assert hetero["steps_ms"][FUSED]["device"] == "fpga"
     # Two layers reselect on steps 0 and 4 of 6: 4 offloads per 6 tokens.
     assert hetero["fpga"]["calls_per_token"] == pytest.approx(4 / 6)

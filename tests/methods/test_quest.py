@@ -20,10 +20,10 @@ from bench.methods.quest import (
 from bench.model.decoder import Decoder, dense_decode_attention
 from bench.model.presets import PRESETS
 from bench.pipeline import FUSED, Placement, Step
-from bench.runner import Runner
-from bench.suite import Case, load_suite
+from bench.suite import Case
 from bench.timeline import HostTimeline
 from kernels_fpga import reference as fpga_ref
+from tests.methods.sparse_suite import run_tiny
 
 GPU_ONLY = Placement("baseline-torch", dict.fromkeys(Step, "gpu"), "torch")
 
@@ -177,33 +177,10 @@ def test_completed_pages_are_appended_to_the_fpga_copy_once():
     assert method.state.synced == [10, 10]
 
 
-TINY = """\
-name: quest-e2e
-model: {preset: tiny}
-method: {name: quest, token_budget: 48, dense_layers: 1}
-matrix: {context: [500], batch: [2]}
-placements:
-  baseline: {}
-  baseline-torch: {kernels: torch}
-  hetero: {relevancy: fpga, retrieval: fpga}
-devices:
-  gpu: {device: cpu}
-  fpga: {mode: emulated, spec: u55c}
-measure: {warmup: 0, trials: 1, decode_tokens: 4, min_duration_s: 0.0, min_iterations: 1, idle_s: 0,
-          composition: false}
-"""
-
-
 def test_tiny_suite_runs_end_to_end(tmp_path: Path):
-    path = tmp_path / "quest.yaml"
-    path.write_text(TINY)
-    run = Runner(load_suite(path), tmp_path / "out").run()
-    trials = {r["placement"]: r for r in run.records() if r["kind"] == "trial"}
-    assert set(trials) == {"baseline", "baseline-torch", "hetero"}
-    assert set(trials["baseline"]["steps_ms"]) == {"dense", "prepare", FUSED, "apply"}
-    assert set(trials["baseline-torch"]["steps_ms"]) == {"dense", "prepare", "relevancy", "retrieval", "apply"}
+    _, trials = run_tiny(tmp_path, "quest-e2e", "{preset: tiny}", "{name: quest, token_budget: 48, dense_layers: 1}",
+                         "{context: [500], batch: [2]}", decode_tokens=4)
     hetero = trials["hetero"]
-    assert hetero["steps_ms"][FUSED]["provenance"] == "emulated"
     assert hetero["steps_ms"][FUSED]["device"] == "fpga"
     assert hetero["steps_ms"]["apply"]["device"] == "gpu"
     assert hetero["fpga"]["calls_per_token"] == 1  # one sparse layer; layer 0 is dense

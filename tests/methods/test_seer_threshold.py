@@ -17,9 +17,9 @@ from bench.methods.seer_threshold import (
 from bench.model.decoder import Decoder, dense_decode_attention
 from bench.model.presets import PRESETS
 from bench.pipeline import FUSED, Placement, Step
-from bench.runner import Runner
-from bench.suite import Case, load_suite
+from bench.suite import Case
 from bench.timeline import HostTimeline
+from tests.methods.sparse_suite import run_tiny
 
 GPU_ONLY = Placement("baseline-torch", dict.fromkeys(Step, "gpu"), "torch")
 
@@ -157,32 +157,11 @@ def test_fpga_reference_matches_csim_and_the_gpu_selection():
     assert call.bytes_append == 4 * 128 * 2 and call.bytes_out == 4 * (8 + 4)
 
 
-TINY = """\
-name: seer-threshold-e2e
-model: {preset: tiny}
-method: {name: seer-attention-r-threshold, target_ratio: 0.25}
-matrix: {context: [640], batch: [2]}
-placements:
-  baseline: {}
-  baseline-torch: {kernels: torch}
-  hetero: {relevancy: fpga, retrieval: fpga}
-devices:
-  gpu: {device: cpu}
-  fpga: {mode: emulated, spec: u55c}
-measure: {warmup: 0, trials: 1, decode_tokens: 3, min_duration_s: 0.0, min_iterations: 1, idle_s: 0,
-          composition: false}
-"""
-
-
 def test_tiny_suite_runs_end_to_end(tmp_path: Path):
-    path = tmp_path / "seer.yaml"
-    path.write_text(TINY)
-    run = Runner(load_suite(path), tmp_path / "out").run()
-    trials = {r["placement"]: r for r in run.records() if r["kind"] == "trial"}
-    assert set(trials["baseline"]["steps_ms"]) == {"dense", "prepare", FUSED, "apply"}
-    assert set(trials["baseline-torch"]["steps_ms"]) == {"dense", "prepare", "relevancy", "retrieval", "apply"}
+    _, trials = run_tiny(tmp_path, "seer-threshold-e2e", "{preset: tiny}",
+                         "{name: seer-attention-r-threshold, target_ratio: 0.25}", "{context: [640], batch: [2]}",
+                         decode_tokens=3)
     hetero = trials["hetero"]
-    assert hetero["steps_ms"][FUSED]["provenance"] == "emulated"
     assert hetero["steps_ms"][FUSED]["device"] == "fpga"
     assert hetero["fpga"]["calls_per_token"] == 2  # both layers
     assert hetero["fpga"]["recall"] >= 0.8
